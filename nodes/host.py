@@ -1,0 +1,243 @@
+"""The one place where the pack touches ComfyUI's services.
+
+Every node reaches folder_paths, ProgressBar, interrupts, model management, the VIDEO
+types and the prompt server through this module. Each service has a fallback so the
+nodes import and run in tests and scripts without ComfyUI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("hunyuan_video_suite")
+
+try:  # ComfyUI's modules exist only inside a running ComfyUI.
+    import folder_paths as _folder_paths
+except ImportError:
+    _folder_paths = None
+
+try:
+    import comfy.model_management as _mm
+    import comfy.utils as _comfy_utils
+except ImportError:
+    _mm = None
+    _comfy_utils = None
+
+try:
+    from comfy_api.input_impl import VideoFromComponents as _VideoFromComponents
+    from comfy_api.input_impl import VideoFromFile as _VideoFromFile
+    from comfy_api.util import VideoComponents as _VideoComponents
+except ImportError:
+    _VideoFromComponents = _VideoFromFile = _VideoComponents = None
+
+
+class Interrupted(Exception):
+    """Raised when the user pressed Cancel (outside ComfyUI: when `request_interrupt` was called)."""
+
+
+_interrupt_flag = False
+
+
+def in_comfy() -> bool:
+    return _folder_paths is not None
+
+
+# ----------------------------------------------------------------------------- model files
+
+def model_files(folder: str) -> list[str]:
+    """Names of the files in one of ComfyUI's model folders (`diffusion_models`, `vae`, ...)."""
+    if _folder_paths is None:
+        return []
+    try:
+        return list(_folder_paths.get_filename_list(folder))
+    except KeyError:
+        return []
+
+
+def model_folders(folder: str) -> list[str]:
+    """Sub-folders (diffusers layouts) directly inside ComfyUI's model folder `folder`."""
+    if _folder_paths is None:
+        return []
+    names = []
+    try:
+        roots = _folder_paths.get_folder_paths(folder)
+    except KeyError:
+        return []
+    for root in roots:
+        if os.path.isdir(root):
+            names.extend(sorted(e.name for e in os.scandir(root) if e.is_dir()))
+    return names
+
+
+def resolve_model_path(folder: str, name: str) -> str:
+    """The full path of `name`: a file or folder known to ComfyUI's `folder`, else a plain path."""
+    name = name.strip()
+    if os.path.isabs(name) or _folder_paths is None:
+        return name
+    full = _folder_paths.get_full_path(folder, name)
+    if full is not None:
+        return full
+    for root in _folder_paths.get_folder_paths(folder):
+        candidate = os.path.join(root, name)
+        if os.path.exists(candidate):
+            return candidate
+    return name
+
+
+def user_directory() -> Path:
+    """ComfyUI's user directory, or a per-user cache folder outside ComfyUI."""
+    if _folder_paths is not None:
+        return Path(_folder_paths.get_user_directory())
+    base = os.environ.get("HYVS_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "hunyuan_video_suite"
+    )
+    return Path(base)
+
+
+def temp_directory() -> Path:
+    if _folder_paths is not None:
+        path = Path(_folder_paths.get_temp_directory())
+    else:
+        path = Path(tempfile.gettempdir()) / "hunyuan_video_suite"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def comfy_package_directory() -> Path | None:
+    """The folder of ComfyUI's `comfy` package (it ships tokenizer files), when running inside ComfyUI."""
+    if _comfy_utils is None:
+        return None
+    return Path(_comfy_utils.__file__).resolve().parent
+
+
+# ----------------------------------------------------------------------------- progress and interrupts
+
+def request_interrupt(value: bool = True) -> None:
+    """Outside ComfyUI: make the next `check_interrupt` raise (used by tests and scripts)."""
+    global _interrupt_flag
+    _interrupt_flag = value
+
+
+def interrupt_requested() -> bool:
+    if _mm is not None:
+        return bool(_mm.processing_interrupted())
+    return _interrupt_flag
+
+
+def check_interrupt() -> None:
+    """Raise if the user cancelled. Inside ComfyUI this raises ComfyUI's own InterruptProcessingException."""
+    if _mm is not None:
+        _mm.throw_exception_if_processing_interrupted()
+    elif _interrupt_flag:
+        raise Interrupted("interrupted by the user")
+
+
+class Progress:
+    """A step counter shown as ComfyUI's progress bar; every update also checks for Cancel."""
+
+    def __init__(self, total: int, node_id: str | None = None):
+        self.total = max(int(total), 1)
+        self.node_id = node_id
+        self.done = 0
+        self._bar = _comfy_utils.ProgressBar(self.total, node_id=node_id) if _comfy_utils is not None else None
+
+    def update(self, steps: int = 1) -> None:
+        self.set(self.done + steps)
+
+    def set(self, done: int) -> None:
+        self.done = min(int(done), self.total)
+        if self._bar is not None:
+            self._bar.update_absolute(self.done, self.total)  # runs ComfyUI's interrupt check too
+        check_interrupt()
+
+
+def send_progress_text(text: str, node_id: str | None) -> None:
+    """Text under the node in the UI; the console log outside ComfyUI."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        log.info("%s", text)
+        return
+    instance = getattr(PromptServer, "instance", None)
+    if instance is None or node_id is None:
+        log.info("%s", text)
+        return
+    instance.send_progress_text(text, node_id)
+
+
+# ----------------------------------------------------------------------------- devices and memory
+
+def torch_device() -> torch.device:
+    if _mm is not None:
+        return _mm.get_torch_device()
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def offload_device() -> torch.device:
+    if _mm is not None:
+        return _mm.unet_offload_device()
+    return torch.device("cpu")
+
+
+def free_memory_for_sampling() -> None:
+    """Ask ComfyUI to unload its own models before we put ours on the GPU."""
+    if _mm is not None:
+        _mm.unload_all_models()
+        _mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def release_memory() -> None:
+    if _mm is not None:
+        _mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------- VIDEO values
+
+class LocalVideo:
+    """Stand-in for ComfyUI's VIDEO outside ComfyUI: frames in memory or a file on disk."""
+
+    def __init__(self, path: str | None = None, frames: torch.Tensor | None = None, fps: float = 24.0):
+        self.path = path
+        self.frames = frames
+        self.fps = Fraction(fps).limit_denominator(1001)
+
+    def save_to(self, path: str) -> None:
+        from ..pipelines.video_io import write_mp4
+
+        if self.path is not None:
+            Path(path).write_bytes(Path(self.path).read_bytes())
+        else:
+            write_mp4(self.frames, path, float(self.fps))
+
+    def get_components(self):
+        from ..pipelines.video_io import read_video_frames
+
+        if self.frames is not None:
+            return self.frames, self.fps
+        return read_video_frames(self.path)
+
+
+def video_from_frames(frames: torch.Tensor, fps: float):
+    """IMAGE frames `[F,H,W,C]` in 0..1 as a VIDEO value."""
+    if _VideoFromComponents is not None:
+        rate = Fraction(fps).limit_denominator(1001)
+        return _VideoFromComponents(_VideoComponents(images=frames, audio=None, frame_rate=rate))
+    return LocalVideo(frames=frames, fps=fps)
+
+
+def video_from_file(path: str, fps: float = 24.0):
+    if _VideoFromFile is not None:
+        return _VideoFromFile(path)
+    return LocalVideo(path=path, fps=fps)

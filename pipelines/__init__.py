@@ -1,0 +1,1 @@
+"""The engine: loading, encoding, sampling, decoding and provider clients. Never imports ComfyUI."""

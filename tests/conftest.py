@@ -1,0 +1,29 @@
+"""Test set-up: the pack is imported the way ComfyUI imports it, under a name of our choosing."""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+PACK_ROOT = Path(__file__).resolve().parents[1]
+PACK_NAME = "hunyuan_video_suite"
+SHARED = PACK_ROOT.parent / "shared"
+
+
+def _import_pack():
+    if PACK_NAME in sys.modules:
+        return sys.modules[PACK_NAME]
+    spec = importlib.util.spec_from_file_location(
+        PACK_NAME, PACK_ROOT / "__init__.py", submodule_search_locations=[str(PACK_ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_import_pack()
