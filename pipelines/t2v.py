@@ -1,0 +1,92 @@
+"""Text-to-video: check the request, prepare the noise, run the sampler. Output: latents in model space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .prompt_encoding import TextEmbeds
+from .sampling import SamplingSettings, StepCallback, denoise, initial_noise
+
+VAE_TEMPORAL = 4
+VAE_SPATIAL = 8
+SIZE_MULTIPLE = 16
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+@dataclass
+class T2VRequest:
+    width: int = 960
+    height: int = 544
+    num_frames: int = 129
+    steps: int = 50
+    embedded_guidance: float = 6.0
+    true_cfg: float = 1.0
+    flow_shift: float = 7.0
+    seed: int = 0
+    batch_size: int = 1
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad input and what is allowed."""
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value < SIZE_MULTIPLE or value % SIZE_MULTIPLE:
+                raise ValueError(f"{name} must be a positive multiple of {SIZE_MULTIPLE}, got {value}")
+        if self.num_frames < 1 or (self.num_frames - 1) % VAE_TEMPORAL:
+            raise ValueError(f"num_frames must be 4k+1 (1, 5, 9, ..., 129), got {self.num_frames}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.flow_shift <= 0:
+            raise ValueError(f"flow_shift must be above 0, got {self.flow_shift}")
+        if self.embedded_guidance < 0:
+            raise ValueError(f"embedded_guidance must be 0 or more, got {self.embedded_guidance}")
+        if self.true_cfg < 1.0:
+            raise ValueError(f"cfg must be 1.0 (off) or more, got {self.true_cfg}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+
+    def latent_shape(self, channels: int) -> tuple[int, ...]:
+        return (
+            self.batch_size,
+            channels,
+            (self.num_frames - 1) // VAE_TEMPORAL + 1,
+            self.height // VAE_SPATIAL,
+            self.width // VAE_SPATIAL,
+        )
+
+
+def generate_t2v(
+    transformer,
+    positive: TextEmbeds,
+    request: T2VRequest,
+    negative: TextEmbeds | None = None,
+    device="cpu",
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """Sample a T2V latent `[B, C, T, H/8, W/8]` with `transformer` (a diffusers HunyuanVideo model) on `device`."""
+    request.validate()
+    if request.true_cfg > 1.0 and negative is None:
+        raise ValueError("cfg above 1.0 needs a negative prompt (connect the 'negative' input)")
+    model = transformer.model if hasattr(transformer, "model") else transformer
+    has_guidance = model.config.guidance_embeds
+    settings = SamplingSettings(
+        steps=request.steps,
+        flow_shift=request.flow_shift,
+        embedded_guidance=request.embedded_guidance if has_guidance else None,
+        true_cfg=request.true_cfg,
+    )
+    positive = _repeat(positive, request.batch_size)
+    negative = _repeat(negative, request.batch_size) if negative is not None else None
+    noise = initial_noise(request.latent_shape(model.config.in_channels), request.seed).to(device)
+    return denoise(model, noise, positive, negative, settings, on_step)
+
+
+def _repeat(embeds: TextEmbeds, batch: int) -> TextEmbeds:
+    if embeds.prompt_embeds.shape[0] == batch:
+        return embeds
+    return TextEmbeds(
+        embeds.prompt_embeds.repeat(batch, 1, 1), embeds.attention_mask.repeat(batch, 1), embeds.pooled.repeat(batch, 1)
+    )
