@@ -1,0 +1,168 @@
+"""What every provider protocol shares: the job description, its fingerprint, input checks,
+and the small interface the runner drives (submit, status, result, cancel)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import httpx
+
+from . import errors as E
+from .http import Pause, RetryPolicy, error_for, same_origin
+from .journal import JobRow
+from .keys import KEY_VARIABLES, PROVIDER_NAMES
+
+
+@dataclass
+class Job:
+    """One paid request: provider, model id and the JSON body, plus what identifies it."""
+
+    provider: str
+    model: str
+    payload: dict
+    seed: int | None = None
+    basis: dict | None = None  # payload with images replaced by their pixel digests (defaults to payload)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.provider, self.model, self.basis if self.basis is not None else self.payload)
+
+
+def fingerprint(provider: str, model: str, params: dict) -> str:
+    """sha256 of the canonical JSON of provider, model and parameters: equal inputs, equal job."""
+    text = json.dumps({"provider": provider, "model": model, "params": params}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ----------------------------------------------------------------------------- input checks
+
+def check_text(name: str, value, *, required: bool = False, max_chars: int = 10000) -> str:
+    if not isinstance(value, str):
+        raise E.InvalidParameter(name, f"must be text, got {type(value).__name__}")
+    if required and not value.strip():
+        raise E.InvalidParameter(name, "is required and must not be empty")
+    if len(value) > max_chars:
+        raise E.InvalidParameter(name, f"is {len(value)} characters long; at most {max_chars} are allowed")
+    return value
+
+
+def check_int(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise E.InvalidParameter(name, f"must be a whole number between {low} and {high}, got {value!r}")
+    if not low <= int(value) <= high:
+        raise E.InvalidParameter(name, f"must be between {low} and {high}, got {int(value)}")
+    return int(value)
+
+
+def check_float(name: str, value, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise E.InvalidParameter(name, f"must be a number between {low} and {high}, got {value!r}")
+    if not low <= float(value) <= high:
+        raise E.InvalidParameter(name, f"must be between {low} and {high}, got {value}")
+    return float(value)
+
+
+def check_choice(name: str, value, allowed: tuple) -> object:
+    if value not in allowed:
+        raise E.InvalidParameter(name, f"must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    return value
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise E.InvalidParameter(name, f"must be true or false, got {value!r}")
+    return value
+
+
+def json_number(value: float) -> int | float:
+    """7.0 -> 7: providers that validate integers accept it, providers that want floats accept it too."""
+    return int(value) if float(value).is_integer() else value
+
+
+# ----------------------------------------------------------------------------- protocol interface
+
+@dataclass
+class Submitted:
+    request_id: str
+    state: dict = field(default_factory=dict)  # URLs and details to resume with (no secrets)
+    video_bytes: bytes | None = None           # a synchronous answer that carries the video itself
+
+
+@dataclass
+class Status:
+    phase: str                     # "queued" | "running" | "done" | "failed" | "cancelled"
+    remote_status: str
+    position: int | None = None
+    logs: list[str] = field(default_factory=list)
+    error: str | None = None
+    payload: dict | None = None    # the result itself, when the status answer already carries it
+
+
+@dataclass
+class Result:
+    video_url: str | None = None
+    video_bytes: bytes | None = None  # a result answered with the video itself
+    video_size: int | None = None
+    seed: int | None = None
+    flagged: bool = False
+
+
+class Protocol:
+    """One provider's submit/poll/result/cancel. Subclasses set the class attributes and methods."""
+
+    provider = ""            # "wavespeed" | "fal" | "segmind"
+    expected_run_s = 120.0   # typical processing time, for the progress estimate
+    can_cancel = False
+
+    def __init__(self, base_url: str, key: str, *, policy: RetryPolicy, pause: Pause, redact: Callable[[object], str]):
+        self.base_url = base_url.rstrip("/")
+        self._key = key
+        self.policy = policy
+        self.pause = pause
+        self.redact = redact
+
+    @property
+    def name(self) -> str:
+        return PROVIDER_NAMES[self.provider]
+
+    def auth_headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def api_url(self, url: str | None, fallback: str) -> str:
+        """Use the URL the provider returned when it is on the configured host; otherwise build our own.
+
+        The key is sent only to the configured host, so a URL pointing elsewhere is never followed.
+        """
+        if url and same_origin(url, self.base_url):
+            return url
+        return fallback
+
+    def error(self, response: httpx.Response, action: str, request_id: str | None = None) -> E.ProviderError:
+        return error_for(response, provider=self.name, redact=self.redact, action=action, request_id=request_id,
+                         key_variable=KEY_VARIABLES[self.provider])
+
+    def json_body(self, response: httpx.Response, action: str, request_id: str | None = None) -> dict:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise E.ProviderError(f"{self.name}: {action}: the answer is not a JSON object", provider=self.name,
+                                  request_id=request_id)
+        return body
+
+    async def submit(self, client: httpx.AsyncClient, job: Job) -> Submitted:
+        raise NotImplementedError
+
+    async def status(self, client: httpx.AsyncClient, row: JobRow) -> Status:
+        raise NotImplementedError
+
+    async def result(self, client: httpx.AsyncClient, row: JobRow, status: Status) -> Result:
+        raise NotImplementedError
+
+    async def cancel(self, client: httpx.AsyncClient, row: JobRow) -> bool:
+        return False

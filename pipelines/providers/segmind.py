@@ -1,0 +1,148 @@
+"""Segmind protocol. Async v2 first: `POST {base}/v2/hunyuan-video` -> `{request_id, status_url,
+response_url}`, statuses QUEUED/PROCESSING/COMPLETED/FAILED, records kept about an hour.
+
+When v2 answers 404 (not offered on that host; a 404 creates nothing and only 200 is billed) we
+fall back to the synchronous `POST {base}/v1/hunyuan-video`, whose 200 answer is the MP4 itself.
+Segmind has no cancel endpoint: an interrupted v2 job is detached and stays resumable.
+"""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+
+from . import errors as E
+from .base import Job, Protocol, Result, Status, Submitted, check_float, check_int, check_text, json_number
+from .http import retrying, submit_once
+from .journal import JobRow
+
+MODEL = "hunyuan-video"
+DEFAULT_NEGATIVE_PROMPT = "Aerial view, overexposed, low quality, deformation"
+DEFAULT_SEED = 96501778
+SEED_MAX = 4294967295
+SYNC_TIMEOUT_S = 900.0
+
+
+def t2v_job(*, prompt: str, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT, seed: int = DEFAULT_SEED,
+            width: int = 854, height: int = 480, video_length: int = 77, infer_steps: int = 40, flow_shift: int = 7,
+            embedded_guidance_scale: float = 6.0) -> Job:
+    """seed -1 draws a seed here, so the request always carries a valid one and the info can report it;
+    the fingerprint keeps -1, so a re-queue of the same inputs resumes the recorded job."""
+    seed = check_int("seed", seed, -1, SEED_MAX)
+    params = {
+        "prompt": check_text("prompt", prompt, required=True),
+        "negative_prompt": check_text("negative_prompt", negative_prompt),
+        "seed": seed,
+        "width": check_int("width", width, 1, 1280),
+        "height": check_int("height", height, 1, 1280),
+        "video_length": check_int("video_length", video_length, 1, 129),
+        "infer_steps": check_int("infer_steps", infer_steps, 1, 70),
+        "flow_shift": check_int("flow_shift", flow_shift, 1, 15),
+        "embedded_guidance_scale": json_number(check_float("embedded_guidance_scale", embedded_guidance_scale, 1.0, 10.0)),
+    }
+    used = random.SystemRandom().randint(0, SEED_MAX) if seed == -1 else seed
+    return Job("segmind", MODEL, {**params, "seed": used}, seed=used, basis=params)
+
+
+_STATUS_PHASES = {"QUEUED": "queued", "PENDING": "queued", "PROCESSING": "running", "IN_PROGRESS": "running",
+                  "COMPLETED": "done", "SUCCEEDED": "done", "FAILED": "failed", "ERROR": "failed",
+                  "CANCELLED": "cancelled", "CANCELED": "cancelled"}
+_URL_KEYS = ("output", "outputs", "video", "video_url", "output_url", "url", "result", "data")
+_API_URL_KEYS = frozenset({"status_url", "response_url", "cancel_url", "webhook_url"})
+
+
+def _is_video(response: httpx.Response) -> bool:
+    content = response.content
+    return response.headers.get("content-type", "").startswith("video/") or content[4:8] == b"ftyp"
+
+
+def _find_url(value, depth: int = 0) -> str | None:
+    """The first http(s) URL in a result body, looking at the usual output keys first."""
+    if depth > 4:
+        return None
+    if isinstance(value, str):
+        return value if value.startswith(("http://", "https://")) else None
+    if isinstance(value, list):
+        return next((u for u in (_find_url(v, depth + 1) for v in value) if u), None)
+    if isinstance(value, dict):
+        keys = [k for k in _URL_KEYS if k in value] + [k for k in value if k not in _URL_KEYS and k not in _API_URL_KEYS]
+        return next((u for u in (_find_url(value[k], depth + 1) for k in keys) if u), None)
+    return None
+
+
+class Segmind(Protocol):
+    provider = "segmind"
+    expected_run_s = 211.0
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"x-api-key": self._key}
+
+    async def submit(self, client: httpx.AsyncClient, job: Job) -> Submitted:
+        response = await submit_once(client, f"{self.base_url}/v2/{job.model}", json=job.payload,
+                                     headers=self.auth_headers(), policy=self.policy, pause=self.pause,
+                                     provider=self.name)
+        if response.status_code == 404:
+            return await self._submit_sync(client, job)
+        if response.status_code >= 300:
+            raise self.error(response, "submit")
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        request_id = body.get("request_id") if isinstance(body, dict) else None
+        if not request_id:
+            raise E.SubmitUncertain(f"{self.name}: the submit was accepted but the answer has no request_id; it may be "
+                                    "billed. Not resubmitted automatically.", provider=self.name)
+        state = {"api": "v2", **{k: body[k] for k in ("status_url", "response_url") if isinstance(body.get(k), str)}}
+        return Submitted(str(request_id), state)
+
+    async def _submit_sync(self, client: httpx.AsyncClient, job: Job) -> Submitted:
+        response = await submit_once(client, f"{self.base_url}/v1/{job.model}", json=job.payload,
+                                     headers=self.auth_headers(), policy=self.policy, pause=self.pause,
+                                     provider=self.name, timeout=httpx.Timeout(SYNC_TIMEOUT_S, connect=10))
+        if response.status_code != 200:
+            raise self.error(response, "submit")
+        if not _is_video(response):
+            raise E.SubmitUncertain(f"{self.name}: the synchronous answer (HTTP 200, billed) is not a video "
+                                    f"({response.headers.get('content-type', 'no content type')})", provider=self.name)
+        request_id = response.headers.get("x-request-id") or "sync"
+        return Submitted(request_id, {"api": "v1"}, video_bytes=response.content)
+
+    async def status(self, client: httpx.AsyncClient, row: JobRow) -> Status:
+        url = self.api_url(row.state.get("status_url"), f"{self.base_url}/v2/requests/{row.request_id}/status")
+        response = await retrying(lambda: client.get(url, headers=self.auth_headers()), policy=self.policy,
+                                  pause=self.pause, what="status", provider=self.name, request_id=row.request_id)
+        body = None
+        if response.status_code in (200, 422):
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+        if not isinstance(body, dict) or "status" not in body:
+            raise self.error(response, "status", row.request_id)
+        remote = str(body["status"]).upper()
+        phase = _STATUS_PHASES.get(remote)
+        if phase is None:
+            raise E.ProviderError(f"{self.name}: unknown status {remote!r} [request id {row.request_id}]",
+                                  provider=self.name, request_id=row.request_id)
+        error = body.get("error") or body.get("message")
+        return Status(phase, remote, error=self.redact(error) if error else None)
+
+    async def result(self, client: httpx.AsyncClient, row: JobRow, status: Status) -> Result:
+        url = self.api_url(row.state.get("response_url"), f"{self.base_url}/v2/requests/{row.request_id}")
+        response = await retrying(lambda: client.get(url, headers=self.auth_headers()), policy=self.policy,
+                                  pause=self.pause, what="result", provider=self.name, request_id=row.request_id)
+        if response.status_code != 200:
+            raise self.error(response, "result", row.request_id)
+        if _is_video(response):
+            return Result(video_bytes=response.content)
+        body = self.json_body(response, "result", row.request_id)
+        if str(body.get("status", "")).upper() == "FAILED":
+            raise E.JobFailed(f"{self.name}: the job failed [request id {row.request_id}]: "
+                              f"{self.redact(body.get('error') or '')}", provider=self.name, request_id=row.request_id)
+        url = _find_url(body)
+        if url is None:
+            raise E.JobFailed(f"{self.name}: the result has no video URL [request id {row.request_id}]",
+                              provider=self.name, request_id=row.request_id)
+        return Result(video_url=url)
