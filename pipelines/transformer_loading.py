@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from diffusers import HunyuanVideoTransformer3DModel
 
 from . import checkpoints
+from .checkpoint_kinds import guess_checkpoint_kind
 from .checkpoints import CheckpointError
 from .transformer_keys import UnknownKeyError, authors_to_diffusers
 
@@ -57,22 +59,6 @@ def _count_blocks(keys, prefix: str) -> int:
     pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
     indices = {int(m.group(1)) for k in keys if (m := pattern.match(k))}
     return max(indices) + 1 if indices else 0
-
-
-def describe_foreign_file(keys) -> str | None:
-    """What a file that is not a HunyuanVideo transformer seems to be, for the error message."""
-    keys = list(keys)
-    if any(k.startswith(("encoder.down", "decoder.up", "decoder.conv_in", "encoder.conv_in")) for k in keys):
-        return "a VAE (use the VAE loader)"
-    if any(".embed_tokens." in k or k.startswith("embed_tokens") for k in keys):
-        return "a Llama/LLaVA text encoder (use the text encoder loader)"
-    if any("token_embedding" in k for k in keys):
-        return "a CLIP text encoder (use the text encoder loader)"
-    if any(k.startswith(("vision_model.", "visual.", "vision_tower.")) for k in keys):
-        return "a vision encoder (clip_vision)"
-    if any(k.startswith(("input_blocks.", "joint_blocks.", "transformer_blocks.")) for k in keys):
-        return "a diffusion model of another family"
-    return None
 
 
 def latent_channels(shapes: dict[str, tuple[int, ...]]) -> int:
@@ -148,6 +134,14 @@ def resolve_dtype(choice: str, stored: torch.dtype) -> torch.dtype:
     return stored if stored in DTYPES.values() else torch.bfloat16
 
 
+def _stored_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:
+    """The dtype most weights are stored in; fp8 when the file is scaled fp8."""
+    if checkpoints.is_scaled_fp8(state):
+        return torch.float8_e4m3fn
+    counts = Counter(v.dtype for v in state.values() if v.is_floating_point())
+    return counts.most_common(1)[0][0]
+
+
 def load_transformer(path: str | Path, variant: str = "auto", dtype: str = "auto", device="cpu") -> LoadedTransformer:
     """A transformer from a diffusers folder (or its `transformer/` subfolder) or one weight file."""
     path = Path(path)
@@ -175,8 +169,7 @@ def _load_single_file(path: Path, variant: str, dtype: str, device) -> LoadedTra
     shapes = _shapes(state)
     chosen = variant if variant != "auto" else detect_variant(shapes, path.name, metadata)
     _check_variant_fits(shapes, chosen)
-    stored = next(v.dtype for k, v in state.items() if k.endswith(".weight"))
-    target = resolve_dtype(dtype, stored)
+    target = resolve_dtype(dtype, _stored_dtype(state))
     state = checkpoints.cast_state_dict(state, target)
     config = derive_config(shapes, chosen)
     try:
@@ -201,9 +194,10 @@ def _require_authors_layout(keys) -> None:
         raise CheckpointError(
             "a diffusers-format transformer saved as one file; point the loader at its diffusers folder instead"
         )
-    found = describe_foreign_file(keys)
-    expected = "expected a HunyuanVideo transformer (keys like 'double_blocks.0.img_attn_qkv.weight')"
-    raise CheckpointError(f"{expected}, but this looks like {found}" if found else f"unknown layout: {expected}")
+    raise CheckpointError(
+        "expected a HunyuanVideo transformer in the authors' layout (keys like 'double_blocks.0.img_attn_qkv.weight'), "
+        f"but this holds {guess_checkpoint_kind(keys)}"
+    )
 
 
 def _check_variant_fits(shapes, variant: str) -> None:

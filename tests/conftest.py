@@ -14,7 +14,12 @@ PACK_NAME = "hunyuan_video_suite"
 SHARED = PACK_ROOT.parent / "shared"
 
 
-def _import_pack():
+def _register_pack():
+    """Make `hunyuan_video_suite.<sub>` importable without running the root `__init__`.
+
+    Tests of `pipelines/` then import no node code; `test_pack_import.py` runs the root
+    `__init__` itself, as ComfyUI does.
+    """
     if PACK_NAME in sys.modules:
         return sys.modules[PACK_NAME]
     spec = importlib.util.spec_from_file_location(
@@ -22,8 +27,7 @@ def _import_pack():
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules[PACK_NAME] = module
-    spec.loader.exec_module(module)
     return module
 
 
-_import_pack()
+_register_pack()
