@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -201,6 +202,22 @@ def release_memory() -> None:
         _mm.soft_empty_cache()
     elif torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+@contextmanager
+def on_compute_device(*modules: torch.nn.Module):
+    """Move `modules` to the GPU for the block's work and back to the offload device after, even on errors."""
+    device = torch_device()
+    if device.type != "cpu":
+        free_memory_for_sampling()
+    for module in modules:
+        module.to(device)
+    try:
+        yield device
+    finally:
+        for module in modules:
+            module.to(offload_device())
+        release_memory()
 
 
 # ----------------------------------------------------------------------------- VIDEO values
