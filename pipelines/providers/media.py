@@ -93,17 +93,6 @@ def verify_video(path: Path | str, *, provider: str = "", request_id: str | None
         ) from None
 
 
-def decode_frames(path: Path | str) -> tuple[torch.Tensor, float]:
-    """All frames as a ComfyUI IMAGE batch: float32 [F,H,W,C] in 0..1, and the frame rate."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 24)
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    if not frames:
-        raise E.InvalidVideo(f"{path}: no frames")
-    return torch.from_numpy(np.stack(frames)).float().div_(255.0), fps
-
-
 async def download(
     client: httpx.AsyncClient, url: str, dest: Path, *, policy: RetryPolicy, pause: Pause, provider: str,
     request_id: str | None, expected_size: int | None = None, on_progress: Callable[[float], None] | None = None,

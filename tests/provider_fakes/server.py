@@ -1,0 +1,134 @@
+"""A small threaded HTTP server whose replies a test can script, plus a media host."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import av
+import numpy as np
+
+
+def make_mp4(frames: int = 6, width: int = 64, height: int = 48) -> bytes:
+    """A real, tiny H.264 MP4 whose frames have distinct grey levels."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            image = np.full((height, width, 3), 30 + i * 30, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    json: object = None
+    body: bytes = b""
+    headers: dict = field(default_factory=dict)
+    drop: bool = False  # close the connection without answering (the request did arrive)
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: str
+    headers: dict
+    body: bytes
+
+
+class FakeServer:
+    """Subclasses implement `route(seen) -> Reply`. Every request is recorded in `self.seen`."""
+
+    def __init__(self):
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                seen = Seen(self.command, parts.path, parts.query, {k.lower(): v for k, v in self.headers.items()}, body)
+                with owner.lock:
+                    owner.seen.append(seen)
+                reply = owner.route(seen)
+                if reply.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                data = json.dumps(reply.json).encode() if reply.json is not None else reply.body
+                self.send_response(reply.status)
+                headers = {"content-type": "application/json"} if reply.json is not None else {}
+                headers.update(reply.headers)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+            def log_message(self, *args):
+                owner.log_lines.append(args[0] % args[1:] if len(args) > 1 else str(args[0]))
+
+        self.lock = threading.Lock()
+        self.seen: list[Seen] = []
+        self.log_lines: list[str] = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def route(self, seen: Seen) -> Reply:
+        raise NotImplementedError
+
+    def requests(self, method: str, contains: str = "") -> list[Seen]:
+        with self.lock:
+            return [s for s in self.seen if s.method == method and contains in s.path]
+
+
+class MediaServer(FakeServer):
+    """Serves videos under /media/<name>; `expired` names answer 404."""
+
+    def __init__(self, video: bytes):
+        super().__init__()
+        self.video = video
+        self.expired: set[str] = set()
+        self.bodies: dict[str, bytes] = {}
+
+    def add(self, name: str, body: bytes | None = None) -> str:
+        self.bodies[name] = self.video if body is None else body
+        return f"{self.url}/media/{name}"
+
+    def route(self, seen: Seen) -> Reply:
+        name = seen.path.rsplit("/", 1)[-1]
+        if name in self.expired or name not in self.bodies:
+            return Reply(404, json={"detail": "Not Found"})
+        return Reply(200, body=self.bodies[name], headers={"content-type": "video/mp4"})
+
+
+def check_auth(seen: Seen, header: str, expected: str) -> Reply | None:
+    """A 401 reply when the auth header is not exactly what the provider expects."""
+    if seen.headers.get(header) != expected:
+        return Reply(401, json={"detail": "Invalid API key", "message": "Unauthorized"})
+    return None

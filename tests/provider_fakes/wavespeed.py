@@ -1,0 +1,88 @@
+"""WaveSpeedAI, as documented: POST /api/v3/{model} -> {code, message, data:{id, status, urls.get, ...}};
+GET /api/v3/predictions/{id}/result -> created -> processing -> completed | failed. No cancel."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from .server import FakeServer, MediaServer, Reply, Seen, check_auth
+
+MODELS = {"wavespeed-ai/hunyuan-video/t2v", "wavespeed-ai/hunyuan-video/i2v",
+          "wavespeed-ai/hunyuan-custom-ref2v-720p", "wavespeed-ai/hunyuan-custom-ref2v-480p"}
+
+
+class WaveSpeedFake(FakeServer):
+    def __init__(self, media: MediaServer, key: str, *, queue_polls: int = 1, run_polls: int = 1):
+        super().__init__()
+        self.media, self.key = media, key
+        self.queue_polls, self.run_polls = queue_polls, run_polls
+        self.jobs: dict[str, dict] = {}
+        self.submit_replies: list[Reply] = []  # scripted answers to the next submits (no job created)
+        self.drop_after_submit = False
+        self.status_glitches: list[int] = []
+        self.fail_with: str | None = None
+        self.nsfw = False
+        self.expired = False
+        self.custom_only_v2 = False
+
+    @property
+    def billed(self) -> int:
+        return len(self.jobs)
+
+    def _wrap(self, data: dict, code: int = 200, message: str = "success") -> Reply:
+        return Reply(code, json={"code": code, "message": message, "data": data})
+
+    def route(self, seen: Seen) -> Reply:
+        denied = check_auth(seen, "authorization", f"Bearer {self.key}")
+        if denied:
+            return Reply(401, json={"code": 401, "message": "Invalid API key", "data": None})
+        parts = seen.path.strip("/").split("/")
+        if len(parts) < 3 or parts[0] != "api" or parts[1] not in ("v2", "v3"):
+            return Reply(404, json={"code": 404, "message": "not found", "data": None})
+        version, rest = parts[1], "/".join(parts[2:])
+        if seen.method == "POST":
+            return self._submit(version, rest, seen)
+        if seen.method == "GET" and parts[2] == "predictions" and parts[-1] == "result":
+            return self._result(parts[3])
+        return Reply(404, json={"code": 404, "message": "not found", "data": None})
+
+    def _submit(self, version: str, model: str, seen: Seen) -> Reply:
+        if self.submit_replies:
+            return self.submit_replies.pop(0)
+        if model not in MODELS or (self.custom_only_v2 and "custom" in model and version == "v3"):
+            return Reply(404, json={"code": 404, "message": f"model {model} not found", "data": None})
+        body = json.loads(seen.body)
+        if "i2v" in model or "custom" in model:
+            if not str(body.get("image", "")).startswith(("data:image/", "http")):
+                return Reply(400, json={"code": 400, "message": "image is required", "data": None})
+        rid = uuid.uuid4().hex
+        self.jobs[rid] = {"id": rid, "model": model, "body": body, "polls": 0}
+        if self.drop_after_submit:
+            return Reply(drop=True)
+        return self._wrap(self._data(self.jobs[rid], "created", version))
+
+    def _data(self, job: dict, status: str, version: str = "v3") -> dict:
+        done = status == "completed"
+        return {"id": job["id"], "model": job["model"], "status": status,
+                "outputs": [self.media.add(job["id"] + ".mp4")] if done else [],
+                "urls": {"get": f"{self.url}/api/{version}/predictions/{job['id']}/result"},
+                "has_nsfw_contents": [self.nsfw] if done else [], "created_at": "2025-01-01T00:00:00Z",
+                "error": self.fail_with if status == "failed" else "", "timings": {"inference": 1234 if done else 0}}
+
+    def _result(self, rid: str) -> Reply:
+        if self.status_glitches:
+            code = self.status_glitches.pop(0)
+            return Reply(code, json={"code": code, "message": "busy", "data": None},
+                         headers={"retry-after": "0"} if code == 429 else {})
+        job = self.jobs.get(rid)
+        if job is None or self.expired:
+            return Reply(404, json={"code": 404, "message": "prediction not found", "data": None})
+        job["polls"] += 1
+        if job["polls"] <= self.queue_polls:
+            status = "created"
+        elif job["polls"] <= self.queue_polls + self.run_polls:
+            status = "processing"
+        else:
+            status = "failed" if self.fail_with else "completed"
+        return self._wrap(self._data(job, status))
