@@ -1,0 +1,115 @@
+"""Drive ComfyUI's real frontend in Debian's Chromium through Playwright.
+
+Only the system browser at /usr/bin/chromium is used; Playwright is never allowed to fetch one.
+Every request that does not go to our local server is aborted, so the page never reaches out
+(the frontend would otherwise ask model hosts for file sizes).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# Loads a workflow and reports what the frontend made of it, all in one round trip.
+LOAD_AND_CONVERT = """
+async (workflow) => {
+  const errors = [];
+  const onError = (event) => errors.push(String(event.reason || event.message || event));
+  window.addEventListener('error', onError);
+  window.addEventListener('unhandledrejection', onError);
+  try {
+    await window.app.loadGraphData(structuredClone(workflow));
+  } catch (e) {
+    errors.push('loadGraphData: ' + e);
+  }
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const registered = window.LiteGraph.registered_node_types;
+  const nodes = window.app.graph.nodes.map((n) => ({
+    id: String(n.id),
+    type: n.type,
+    registered: n.type in registered,
+    has_errors: !!n.has_errors,
+    mode: n.mode,
+    widgets: (n.widgets || []).map((w) => ({ name: w.name, value: w.value ?? null })),
+  }));
+  let prompt = null;
+  try {
+    prompt = (await window.app.graphToPrompt()).output;
+  } catch (e) {
+    errors.push('graphToPrompt: ' + e);
+  }
+  window.removeEventListener('error', onError);
+  window.removeEventListener('unhandledrejection', onError);
+  const toasts = Array.from(document.querySelectorAll('.p-toast-message-error, .p-toast-message-warn'))
+    .map((t) => t.innerText.trim()).filter((t) => t);
+  return { nodes, prompt, errors, toasts };
+}
+"""
+
+
+class Frontend:
+    """One browser and one page with the frontend loaded; `load(workflow)` may be called many times."""
+
+    def __init__(self, server_url: str, timeout_s: float = 90):
+        from playwright.sync_api import sync_playwright
+
+        self.url = server_url
+        self._profile = tempfile.mkdtemp(prefix="hyvs_chromium_")
+        self._pw = sync_playwright().start()
+        try:
+            # A persistent context on a fresh folder is Playwright's way to pass --user-data-dir.
+            self._browser = self._pw.chromium.launch_persistent_context(
+                self._profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
+                viewport={"width": 1280, "height": 800},
+            )
+            self.page = self._browser.new_page()
+            self.page.route("**/*", self._only_local)
+            self.page_errors: list[str] = []
+            self.page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
+            self.page.goto(server_url)
+            self.page.wait_for_function(
+                "() => window.app && window.app.graph && window.LiteGraph && window.app.vueAppReady !== false",
+                timeout=timeout_s * 1000,
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def _only_local(self, route):
+        url = route.request.url
+        if url.startswith(self.url) or url.startswith(("blob:", "data:")):
+            route.continue_()
+        else:
+            route.abort()
+
+    def load(self, workflow: dict) -> dict:
+        """{nodes, prompt, errors, toasts} after loading `workflow` and calling graphToPrompt."""
+        result = self.page.evaluate(LOAD_AND_CONVERT, workflow)
+        result["errors"] += self.page_errors
+        self.page_errors = []
+        return result
+
+    def screenshot(self, path: str) -> None:
+        self.page.screenshot(path=path)
+
+    def close(self) -> None:
+        for closer in (getattr(self, "_browser", None), self._pw):
+            try:
+                if closer is not None:
+                    closer.close() if closer is not self._pw else closer.stop()
+            except Exception:  # noqa: BLE001 - closing after a failure must not hide it
+                pass
+        shutil.rmtree(self._profile, ignore_errors=True)

@@ -1,0 +1,265 @@
+"""A small local stand-in for ComfyUI's web server, enough for its real frontend to start.
+
+It serves the static files of the `comfyui-frontend-package` wheel and answers the API calls the
+frontend makes while it starts and loads a workflow, with what an empty ComfyUI would answer:
+`/api/object_info` (our nodes and the core ones), settings, users, extensions, user data, system
+stats and so on. It never queues or runs anything. Only for tests: it binds 127.0.0.1.
+
+The standard library is enough here (a threaded `http.server`). The frontend's one WebSocket gets
+the handshake and the first "status" message a real server sends, then stays open and silent.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import mimetypes
+import os
+import threading
+import urllib.parse
+from http import HTTPStatus
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+USER_SETTINGS = {
+    # What a user who has used ComfyUI before has set: no first-run tour, templates dialog or
+    # update toasts that would cover the canvas, and the missing-node/model dialogs left ON.
+    "Comfy.TutorialCompleted": True,
+    "Comfy.InstalledVersion": "99.0.0",
+    "Comfy.Workflow.ShowMissingNodesWarning": True,
+    "Comfy.Workflow.ShowMissingModelsWarning": True,
+    "Comfy.Validation.Workflows": True,
+    "Comfy.NodeBadge.NodeSourceBadgeMode": "None",
+    "Comfy.Toast.DisableReconnectingToast": True,
+    "Comfy.Notification.ShowVersionUpdates": False,
+}
+
+
+def frontend_root() -> Path:
+    """The `static` folder of the installed comfyui-frontend-package (ImportError if absent)."""
+    import comfyui_frontend_package
+
+    return Path(comfyui_frontend_package.__file__).resolve().parent / "static"
+
+
+def frontend_version() -> str:
+    from importlib.metadata import version
+
+    return version("comfyui-frontend-package")
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    server: "FrontendServer"
+
+    def __init__(self, request, client_address, server):
+        super().__init__(request, client_address, server, directory=str(server.static_root))
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        self.server.requests.append(f"{self.command} {self.path} -> {args[1] if len(args) > 1 else '?'}")
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _json(self, payload, status: int = 200) -> None:
+        body = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _empty(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def end_headers(self):
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def _route(self):
+        url = urllib.parse.urlsplit(self.path)
+        path = url.path
+        if path.startswith("/api/"):
+            path = path[4:]
+        return path, urllib.parse.parse_qs(url.query), url.path.startswith("/api/")
+
+    # ------------------------------------------------------------------ GET
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        path, query, is_api = self._route()
+        answer = self.server.api_get(path, query)
+        if answer is not None:
+            status, payload = answer
+            return self._json(payload, status) if status == 200 else self._empty(status)
+        if path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            return self._websocket()
+        if is_api or path in ("/ws", "/user.css"):
+            return self._empty(HTTPStatus.NOT_FOUND)
+        if path == "/":
+            self.path = "/index.html"
+        return super().do_GET()
+
+    def _websocket(self) -> None:
+        """RFC 6455 handshake, one text frame, then hold the socket until the browser closes it."""
+        guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1((key + guid).encode("ascii")).digest()).decode("ascii")
+        self.send_response(HTTPStatus.SWITCHING_PROTOCOLS)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        super().end_headers()
+        status = {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": "hyvs-test"}}
+        payload = json.dumps(status).encode("utf-8")
+        self.wfile.write(bytes([0x81, len(payload)]) if len(payload) < 126 else bytes([0x81, 126]) + len(payload).to_bytes(2, "big"))
+        self.wfile.write(payload)
+        self.wfile.flush()
+        self.close_connection = True
+        while not self.server.closing.wait(0.2):
+            try:
+                self.connection.settimeout(0.2)
+                if self.connection.recv(4096) == b"":
+                    return
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    # ------------------------------------------------------------------ POST / PUT / DELETE
+
+    def do_POST(self):  # noqa: N802
+        path, _, _ = self._route()
+        body = self._read_body()
+        status, payload = self.server.api_post(path, body)
+        return self._json(payload, status) if payload is not None else self._empty(status)
+
+    do_PUT = do_POST
+
+    def do_DELETE(self):  # noqa: N802
+        path, _, _ = self._route()
+        self.server.userdata.pop(urllib.parse.unquote(path.removeprefix("/userdata/")), None)
+        return self._empty(HTTPStatus.NO_CONTENT)
+
+
+class FrontendServer(ThreadingHTTPServer):
+    """Serves the frontend at `url`; use as a context manager. `requests` logs every request."""
+
+    daemon_threads = True
+
+    def __init__(self, object_info: dict, static_root: Path | None = None, port: int = 0):
+        mimetypes.add_type("application/javascript", ".js")
+        mimetypes.add_type("application/json", ".json")
+        mimetypes.add_type("image/svg+xml", ".svg")
+        self.static_root = Path(static_root) if static_root else frontend_root()
+        self.object_info = object_info
+        self.settings = dict(USER_SETTINGS)
+        self.userdata: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        self.prompts: list[dict] = []
+        self.closing = threading.Event()
+        super().__init__(("127.0.0.1", port), _Handler)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self.serve_forever, name="frontend-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.closing.set()
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # ------------------------------------------------------------------ answers
+
+    def extensions(self) -> list[str]:
+        root = self.static_root
+        return sorted("/" + p.relative_to(root).as_posix() for p in (root / "extensions").rglob("*.js"))
+
+    def api_get(self, path: str, query: dict):
+        """(status, JSON) for an API path, or None to fall through to the static files."""
+        if path == "/object_info":
+            return 200, self.object_info
+        if path.startswith("/object_info/"):
+            name = urllib.parse.unquote(path.removeprefix("/object_info/"))
+            return 200, {name: self.object_info[name]} if name in self.object_info else {}
+        if path == "/settings":
+            return 200, self.settings
+        if path.startswith("/settings/"):
+            return 200, self.settings.get(urllib.parse.unquote(path.removeprefix("/settings/")))
+        if path == "/users":
+            return 200, {"storage": "server", "migrated": True}
+        if path == "/extensions":
+            return 200, self.extensions()
+        if path == "/system_stats":
+            return 200, {
+                "system": {"os": os.name, "ram_total": 0, "ram_free": 0, "comfyui_version": "0.3.64",
+                           "python_version": "3", "pytorch_version": "2", "embedded_python": False,
+                           "argv": ["main.py"], "required_frontend_version": "1.28.0"},
+                "devices": [{"name": "cpu", "type": "cpu", "index": None, "vram_total": 0, "vram_free": 0,
+                             "torch_vram_total": 0, "torch_vram_free": 0}],
+            }
+        if path == "/features":
+            return 200, {"supports_preview_metadata": True, "max_upload_size": 100 * 1024 * 1024}
+        if path in ("/embeddings", "/models", "/experiment/models", "/internal/logs/raw", "/internal/folder_paths"):
+            return 200, [] if path != "/internal/folder_paths" else {}
+        if path.startswith("/models/") or path.startswith("/experiment/models/"):
+            return 200, []
+        if path == "/i18n":
+            return 200, {}
+        if path == "/workflow_templates":
+            return 200, {}
+        if path == "/templates/index.json" or path.startswith("/templates/index."):
+            return 200, []
+        if path == "/queue":
+            return 200, {"queue_running": [], "queue_pending": []}
+        if path == "/prompt":
+            return 200, {"exec_info": {"queue_remaining": 0}}
+        if path.startswith("/history") or path in ("/global_subgraphs", "/node_replacements"):
+            return 200, {}
+        if path == "/jobs":
+            offset = int(query.get("offset", ["0"])[0])
+            limit = int(query.get("limit", ["200"])[0])
+            return 200, {"jobs": [], "pagination": {"total": 0, "offset": offset, "limit": limit, "has_more": False}}
+        if path == "/userdata" or path == "/v2/userdata":
+            prefix = query.get("dir", [""])[0].rstrip("/") + "/"
+            names = [name.removeprefix(prefix) for name in self.userdata if name.startswith(prefix)]
+            if path == "/v2/userdata":
+                return 200, [{"name": n, "path": n, "type": "file", "size": 0, "modified": 0} for n in names]
+            return 200, names
+        if path.startswith("/userdata/"):
+            name = urllib.parse.unquote(path.removeprefix("/userdata/"))
+            if name in self.userdata:
+                return 200, json.loads(self.userdata[name] or b"null")
+            return 404, None
+        if path.startswith("/internal/"):
+            return 200, {}
+        return None
+
+    def api_post(self, path: str, body: bytes):
+        if path == "/settings":
+            self.settings.update(json.loads(body or b"{}"))
+            return 200, None
+        if path.startswith("/settings/"):
+            self.settings[urllib.parse.unquote(path.removeprefix("/settings/"))] = json.loads(body or b"null")
+            return 200, None
+        if path.startswith("/userdata/"):
+            name = urllib.parse.unquote(path.removeprefix("/userdata/").split("?")[0])
+            self.userdata[name] = body
+            return 200, {"path": name}
+        if path == "/prompt":
+            self.prompts.append(json.loads(body or b"{}"))
+            return 200, {"prompt_id": "test", "number": len(self.prompts), "node_errors": {}}
+        return 200, None
