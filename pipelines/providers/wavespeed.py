@@ -116,16 +116,20 @@ class WaveSpeed(Protocol):
                                     "may exist and be billed. Not resubmitted automatically: check your WaveSpeedAI "
                                     "dashboard, or change an input (e.g. the seed) to submit again.",
                                     provider=self.name, status=response.status_code)
+        if response.status_code >= 300:
+            raise self.error(response, "submit")
         try:
-            data = self._data(response, "submit")
-        except E.ProviderError:
-            if 200 <= response.status_code < 300:
-                raise E.SubmitUncertain(f"{self.name}: the submit answer could not be read; the task may exist and be "
-                                        "billed. Not resubmitted automatically.", provider=self.name) from None
-            raise
-        if not data.get("id"):
-            raise E.SubmitUncertain(f"{self.name}: the submit answer has no task id; the task may exist and be billed. "
-                                    "Not resubmitted automatically.", provider=self.name)
+            body = response.json()
+        except ValueError:
+            body = None
+        code = body.get("code") if isinstance(body, dict) else None
+        if isinstance(code, int) and code != 200:
+            raise self.error(httpx.Response(code, json=body), "submit")  # refused: the body's code says why
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict) or not data.get("id"):
+            raise E.SubmitUncertain(f"{self.name}: the submit answer (HTTP {response.status_code}) has no task id; "
+                                    "the task may exist and be billed. Not resubmitted automatically.",
+                                    provider=self.name)
         get_url = (data.get("urls") or {}).get("get") if isinstance(data.get("urls"), dict) else None
         state = {"api": version, "safety": bool(job.payload.get("enable_safety_checker", True))}
         if isinstance(get_url, str):
