@@ -13,6 +13,7 @@ VAE_TEMPORAL = 4
 VAE_SPATIAL = 8
 SIZE_MULTIPLE = 16
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+T2V_CAPABLE = ("t2v", "custom")  # Custom without a reference is a plain text-to-video model with real CFG
 
 
 @dataclass
@@ -70,6 +71,11 @@ def generate_t2v(
     request.validate()
     if request.true_cfg > 1.0 and negative is None:
         raise ValueError("cfg above 1.0 needs a negative prompt (connect the 'negative' input)")
+    variant = getattr(transformer, "variant", "t2v")
+    if variant not in T2V_CAPABLE:
+        raise ValueError(
+            f"transformer is an image-to-video model ({variant}); text-to-video needs a t2v (or custom) transformer"
+        )
     model = transformer.model if hasattr(transformer, "model") else transformer
     has_guidance = model.config.guidance_embeds
     settings = SamplingSettings(

@@ -91,14 +91,23 @@ def test_template_crop_removes_exactly_the_template(components):
     assert encoders.llm_tokenizer.decode(prompt_ids).startswith("hello")
 
 
-def test_tiled_decode_is_close_to_untiled(components):
+def test_tiling_options_reach_the_vae(components, monkeypatch):
     _, vae, _ = components
     latents = torch.randn(1, vae.config.latent_channels, 5, 12, 12, generator=torch.Generator().manual_seed(0))
     plain = decode_latents(vae, latents, TilingOptions(spatial=False, temporal=False))
+    assert plain.shape == (1, 17, 96, 96, 3)
+    # tiles as large as the video change nothing
+    whole = decode_latents(vae, latents, TilingOptions(spatial=True, tile_size=128, tile_overlap=0,
+                                                       temporal=True, tile_frames=32, frame_overlap=4))
+    torch.testing.assert_close(whole, plain)
+    calls = []
+    for name in ("tiled_decode", "_temporal_tiled_decode"):
+        original = getattr(vae, name)
+        monkeypatch.setattr(vae, name, lambda *a, _o=original, _n=name, **k: (calls.append(_n), _o(*a, **k))[1])
     tiled = decode_latents(vae, latents, TilingOptions(spatial=True, tile_size=64, tile_overlap=32,
                                                        temporal=True, tile_frames=8, frame_overlap=4))
-    assert tiled.shape == plain.shape == (1, 17, 96, 96, 3)
-    assert (tiled - plain).abs().mean() < 0.05
+    assert tiled.shape == plain.shape and torch.isfinite(tiled).all()
+    assert {"tiled_decode", "_temporal_tiled_decode"} <= set(calls)
 
 
 @pytest.mark.parametrize(
@@ -123,3 +132,14 @@ def test_bad_requests_are_refused_before_sampling(components, field, value, mess
 def test_cfg_without_negative_is_refused(components):
     with pytest.raises(ValueError, match="needs a negative prompt"):
         _ours(components, T2VRequest(width=32, height=32, num_frames=5, steps=1, true_cfg=2.0))
+
+
+def test_image_to_video_transformers_are_refused(components):
+    from hunyuan_video_suite.pipelines.transformer_loading import LoadedTransformer
+
+    encoders, vae, _ = components
+    i2v = tiny_transformer(encoders.llm.config.hidden_size, encoders.clip.config.hidden_size,
+                           vae.config.latent_channels, variant="i2v_v1")
+    loaded = LoadedTransformer(model=i2v, variant="i2v_v1", source="test")
+    with pytest.raises(ValueError, match=r"transformer is an image-to-video model \(i2v_v1\)"):
+        generate_t2v(loaded, encode_prompt(encoders, "x"), T2VRequest(width=32, height=32, num_frames=5, steps=1))
