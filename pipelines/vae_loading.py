@@ -1,0 +1,226 @@
+"""Loading the HunyuanVideo VAE from every layout users have, with no network access.
+
+Three layouts circulate:
+- a diffusers folder (`vae/` of a pipeline folder, or any folder with the VAE's `config.json`);
+- a single file in the authors' key layout, which is exactly diffusers' `AutoencoderKLHunyuanVideo`
+  naming (`encoder.down_blocks.0.resnets.0...`);
+- a single file in ComfyUI's own VAE naming (`encoder.down.0.block.0...`, reversed decoder levels,
+  1x1x1 convolutions for attention), which we map to diffusers' names here because diffusers
+  has no single-file loader for this VAE.
+
+The architecture is read from the tensor shapes, so a tiny test VAE loads as well as the real
+one; what shapes cannot tell (scaling factor, compression ratios) ships in `configs/`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLHunyuanVideo
+
+from .checkpoint_kinds import guess_checkpoint_kind
+from .checkpoints import CheckpointError, cast_state_dict, load_state_dict, strip_prefix
+
+CONFIG_FILE = Path(__file__).parent / "configs" / "hunyuan_video_vae.json"
+VAE_PREFIXES = ("vae.", "first_stage_model.", "model.")
+EXPECTED = "a HunyuanVideo VAE (.safetensors in the authors' or ComfyUI's key layout, or a diffusers folder)"
+
+_COMFY_TO_DIFFUSERS = (
+    (r"^encoder\.down\.(\d+)\.block\.(\d+)\.", r"encoder.down_blocks.\1.resnets.\2."),
+    (r"^encoder\.down\.(\d+)\.downsample\.", r"encoder.down_blocks.\1.downsamplers.0."),
+    (r"^decoder\.up\.(\d+)\.block\.(\d+)\.", r"decoder.up_blocks.{level}.resnets.\2."),
+    (r"^decoder\.up\.(\d+)\.upsample\.", r"decoder.up_blocks.{level}.upsamplers.0."),
+    (r"^(encoder|decoder)\.mid\.block_1\.", r"\1.mid_block.resnets.0."),
+    (r"^(encoder|decoder)\.mid\.block_2\.", r"\1.mid_block.resnets.1."),
+    (r"^(encoder|decoder)\.mid\.attn_1\.norm\.", r"\1.mid_block.attentions.0.group_norm."),
+    (r"^(encoder|decoder)\.mid\.attn_1\.(q|k|v)\.", r"\1.mid_block.attentions.0.to_\2."),
+    (r"^(encoder|decoder)\.mid\.attn_1\.proj_out\.", r"\1.mid_block.attentions.0.to_out.0."),
+    (r"^(encoder|decoder)\.norm_out\.", r"\1.conv_norm_out."),
+    (r"\.nin_shortcut\.", ".conv_shortcut."),
+)
+_DIFFUSERS_TO_COMFY = (
+    (r"^encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"encoder.down.\1.block.\2."),
+    (r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample."),
+    (r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.", r"decoder.up.{level}.block.\2."),
+    (r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", r"decoder.up.{level}.upsample."),
+    (r"^(encoder|decoder)\.mid_block\.resnets\.0\.", r"\1.mid.block_1."),
+    (r"^(encoder|decoder)\.mid_block\.resnets\.1\.", r"\1.mid.block_2."),
+    (r"^(encoder|decoder)\.mid_block\.attentions\.0\.group_norm\.", r"\1.mid.attn_1.norm."),
+    (r"^(encoder|decoder)\.mid_block\.attentions\.0\.to_(q|k|v)\.", r"\1.mid.attn_1.\2."),
+    (r"^(encoder|decoder)\.mid_block\.attentions\.0\.to_out\.0\.", r"\1.mid.attn_1.proj_out."),
+    (r"^(encoder|decoder)\.conv_norm_out\.", r"\1.norm_out."),
+    (r"\.conv_shortcut\.", ".nin_shortcut."),
+)
+_ATTENTION_WEIGHT = re.compile(r"\.mid\.attn_1\.(q|k|v|proj_out)\.weight$|\.attentions\.0\.(to_q|to_k|to_v|to_out\.0)\.weight$")
+
+
+def vae_constants() -> dict:
+    """The shipped constants (scaling factor, compression ratios, activation, default group count)."""
+    return {k: v for k, v in json.loads(CONFIG_FILE.read_text()).items() if not k.startswith("_")}
+
+
+# ----------------------------------------------------------------------------- layouts
+
+def detect_vae_layout(keys) -> str:
+    """"authors" (= diffusers naming) or "comfy"; CheckpointError-free: returns "unknown" otherwise."""
+    keys = list(keys)
+    if any(k.startswith("encoder.down_blocks.") for k in keys) and any(k.startswith("decoder.up_blocks.") for k in keys):
+        return "authors"
+    if any(k.startswith("encoder.down.") for k in keys) and any(k.startswith("decoder.up.") for k in keys):
+        return "comfy"
+    return "unknown"
+
+
+def _rename_all(state: Mapping[str, torch.Tensor], rules, levels_pattern: str) -> dict[str, torch.Tensor]:
+    """Apply `rules` to every key. Decoder levels are numbered from opposite ends in the two
+    layouts (ComfyUI's `up.0` is diffusers' last up block), so `{level}` is the mirrored index."""
+    levels = 1 + max((int(m.group(1)) for k in state if (m := re.match(levels_pattern, k))), default=-1)
+    out = {}
+    for key, value in state.items():
+        new = key
+        for pattern, repl in rules:
+            match = re.search(pattern, new)
+            if match:
+                if "{level}" in repl:
+                    repl = repl.replace("{level}", str(levels - 1 - int(match.group(1))))
+                new = re.sub(pattern, repl, new)
+        out[new] = value
+    return out
+
+
+def comfy_to_diffusers_vae(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ComfyUI's VAE names -> diffusers names; its 1x1x1 attention convolutions become linear weights."""
+    out = _rename_all(state, _COMFY_TO_DIFFUSERS, r"^decoder\.up\.(\d+)\.")
+    return {k: (v.reshape(v.shape[0], v.shape[1]) if _ATTENTION_WEIGHT.search(k) and v.dim() > 2 else v)
+            for k, v in out.items()}
+
+
+def diffusers_to_comfy_vae(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of `comfy_to_diffusers_vae` (used to write test files in ComfyUI's layout)."""
+    out = _rename_all(state, _DIFFUSERS_TO_COMFY, r"^decoder\.up_blocks\.(\d+)\.")
+    return {k: (v.reshape(*v.shape, 1, 1, 1) if _ATTENTION_WEIGHT.search(k) and v.dim() == 2 else v)
+            for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- config from shapes
+
+def _groups_for(widths: list[int], default: int) -> int:
+    """The shipped group count (32) where it divides every width, as in every real checkpoint;
+    for narrower test models the largest count up to it that does (GroupNorm needs a divisor)."""
+    common = math.gcd(*widths)
+    return max(g for g in range(1, default + 1) if common % g == 0)
+
+
+def derive_vae_config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
+    """AutoencoderKLHunyuanVideo config from tensor shapes in diffusers naming (name -> shape)."""
+    constants = vae_constants()
+    widths = []
+    while (shape := shapes.get(f"encoder.down_blocks.{len(widths)}.resnets.0.conv2.conv.weight")) is not None:
+        widths.append(int(shape[0]))
+    required = ("encoder.conv_in.conv.weight", "decoder.conv_out.conv.weight", "post_quant_conv.weight")
+    if not widths or any(k not in shapes for k in required):
+        raise KeyError("encoder.down_blocks.0.resnets.0.conv2.conv.weight" if not widths else
+                       next(k for k in required if k not in shapes))
+    layers = len({k.split(".")[4] for k in shapes if k.startswith("encoder.down_blocks.0.resnets.")})
+    return {
+        "in_channels": int(shapes["encoder.conv_in.conv.weight"][1]),
+        "out_channels": int(shapes["decoder.conv_out.conv.weight"][0]),
+        "latent_channels": int(shapes["post_quant_conv.weight"][0]),
+        "down_block_types": (constants["down_block_type"],) * len(widths),
+        "up_block_types": (constants["up_block_type"],) * len(widths),
+        "block_out_channels": tuple(widths),
+        "layers_per_block": layers,
+        "act_fn": constants["act_fn"],
+        "norm_num_groups": _groups_for(widths, constants["norm_num_groups"]),
+        "scaling_factor": constants["scaling_factor"],
+        "spatial_compression_ratio": constants["spatial_compression_ratio"],
+        "temporal_compression_ratio": constants["temporal_compression_ratio"],
+        "mid_block_add_attention": "encoder.mid_block.attentions.0.to_q.weight" in shapes,
+    }
+
+
+# ----------------------------------------------------------------------------- loading
+
+def vae_from_state_dict(
+    state: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.bfloat16, device="cpu", name: str = "VAE"
+) -> AutoencoderKLHunyuanVideo:
+    """Build the VAE from tensors in either single-file layout; `name` is used in error messages.
+
+    Works with `meta` tensors too (shape checks without weights)."""
+    state = strip_prefix(dict(state), VAE_PREFIXES)
+    layout = detect_vae_layout(state)
+    if layout == "unknown":
+        raise CheckpointError(f"{name}: expected {EXPECTED}, but it holds {guess_checkpoint_kind(state)}")
+    if layout == "comfy":
+        state = comfy_to_diffusers_vae(state)
+    try:
+        config = derive_vae_config({k: tuple(v.shape) for k, v in state.items()})
+    except KeyError as e:
+        raise CheckpointError(f"{name}: looks like a VAE but lacks tensor {e.args[0]!r}; expected {EXPECTED}") from e
+    with torch.device("meta"):
+        model = AutoencoderKLHunyuanVideo(**config)
+    _check_tensors(model.state_dict(), state, name, config)
+    model.load_state_dict(cast_state_dict(state, dtype), strict=True, assign=True)
+    return model.to(device=device).eval()
+
+
+def _check_tensors(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], name: str, config) -> None:
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or extra or wrong:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if extra:
+            details.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+        if wrong:
+            k = wrong[0]
+            details.append(f"{len(wrong)} of the wrong shape (e.g. {k}: {tuple(state[k].shape)}, "
+                           f"expected {tuple(expected[k].shape)})")
+        widths = config["block_out_channels"]
+        raise CheckpointError(
+            f"{name}: an unknown VAE layout for widths {widths}: tensors {'; '.join(details)}; expected {EXPECTED}"
+        )
+
+
+def _vae_folder(path: Path) -> Path | None:
+    for folder in (path, path / "vae"):
+        if (folder / "config.json").is_file():
+            return folder
+    return None
+
+
+def load_vae_folder(path: str | Path, dtype: torch.dtype = torch.bfloat16, device="cpu") -> AutoencoderKLHunyuanVideo:
+    path = Path(path)
+    folder = _vae_folder(path)
+    if folder is None:
+        raise CheckpointError(f"{path}: a folder without a VAE config.json (or vae/config.json); expected {EXPECTED}")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{folder / 'config.json'}: unreadable ({e})") from e
+    if config.get("_class_name") != "AutoencoderKLHunyuanVideo":
+        raise CheckpointError(
+            f"{folder}: holds a {config.get('_class_name', 'model of unknown class')}, expected {EXPECTED}"
+        )
+    try:
+        model = AutoencoderKLHunyuanVideo.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{folder}: the diffusers VAE does not load ({e})") from e
+    return model.to(device=device).eval()
+
+
+def load_vae(path: str | Path, dtype: torch.dtype = torch.bfloat16, device="cpu") -> AutoencoderKLHunyuanVideo:
+    """The HunyuanVideo VAE from a diffusers folder or a single file in either key layout."""
+    path = Path(path)
+    if path.is_dir():
+        return load_vae_folder(path, dtype, device)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder; expected {EXPECTED}")
+    return vae_from_state_dict(load_state_dict(path), dtype, device, name=path.name)
