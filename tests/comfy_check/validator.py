@@ -277,7 +277,9 @@ def _widget_inputs(node_id: str, node: dict, node_def: dict, problems: list[Prob
     if len(values) != len(layout):
         names = ", ".join(w.name for w in layout) or "none"
         problems.append(Problem(node_id, kind, None, f"has {len(values)} widget values but the node has {len(layout)} widgets ({names}): stale or hand-edited widgets_values"))
-        return {}
+        # The frontend fills widgets from the front and leaves the rest at their defaults; do the same
+        # so the checks below show where the values ended up.
+        values = list(values[: len(layout)]) + [_default(w.spec) for w in layout[len(values):]]
     inputs = {}
     for widget, value in zip(layout, values):
         if widget.input_name is not None:
@@ -285,6 +287,18 @@ def _widget_inputs(node_id: str, node: dict, node_def: dict, problems: list[Prob
         elif widget.name == "control_after_generate" and value not in CONTROL_VALUES:
             problems.append(Problem(node_id, kind, widget.name, f"'{value}' is not a control mode ({', '.join(sorted(CONTROL_VALUES))}): widget values are shifted"))
     return inputs
+
+
+def _default(spec: tuple | None):
+    if spec is None:
+        return "fixed"
+    kind, options = spec
+    if "default" in options:
+        return options["default"]
+    choices = combo_options(spec)
+    if choices is not None:
+        return choices[0] if choices else None
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(kind)
 
 
 def _check_link_type(graph, node_id, kind, name, spec, link, object_info, problems):
