@@ -57,13 +57,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _demo_models(dtype):
+def _demo_models():
     encoders = tiny.tiny_text_encoders(seed=0)
     vae = tiny.tiny_vae(seed=0)
     text_dim = encoders.llm.config.hidden_size
     pooled_dim = encoders.clip.config.hidden_size
-    model = tiny_transformer(text_dim, pooled_dim, vae.config.latent_channels, seed=0).to(dtype)
-    return LoadedTransformer(model=model, variant="t2v", source="tiny demo"), vae.to(dtype), encoders
+    model = tiny_transformer(text_dim, pooled_dim, vae.config.latent_channels, seed=0)
+    return LoadedTransformer(model=model, variant="t2v", source="tiny demo"), vae, encoders
 
 
 def _real_models(args, dtype):
@@ -86,7 +86,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     demo = not (args.diffusers or args.transformer)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not demo else "cpu"))
-    dtype = torch.float32 if demo else DTYPES[args.dtype]
     defaults = (128, 128, 9, 4) if demo else (960, 544, 129, 50)
     request = T2VRequest(
         width=args.width or defaults[0], height=args.height or defaults[1], num_frames=args.frames or defaults[2],
@@ -95,7 +94,7 @@ def main(argv=None) -> int:
     )
     request.validate()
     started = time.perf_counter()
-    transformer, vae, encoders = _demo_models(dtype) if demo else _real_models(args, dtype)
+    transformer, vae, encoders = _demo_models() if demo else _real_models(args, DTYPES[args.dtype])
     print(f"loaded {transformer.source} ({transformer.variant}) in {time.perf_counter() - started:.1f} s", flush=True)
 
     for module in (encoders.llm, encoders.clip):
