@@ -43,9 +43,14 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+# A logger's filters see only records logged on that very logger, not those of its children.
+_LOGGERS = ("hunyuan_video_suite", "hunyuan_video_suite.providers", "httpx", "httpcore", "httpcore.connection",
+            "httpcore.http11", "httpcore.http2", "httpcore.proxy")
+
+
 def install_log_redaction(*logger_names: str) -> None:
     """Scrub known keys from the pack's and httpx's log records (idempotent)."""
-    for name in logger_names or ("hunyuan_video_suite", "httpx", "httpcore"):
+    for name in logger_names or _LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _RedactingFilter) for f in logger.filters):
             logger.addFilter(_RedactingFilter())
