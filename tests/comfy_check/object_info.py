@@ -96,14 +96,27 @@ def _pack_mappings():
     return nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS
 
 
-class _FakeFolderPaths:
-    """The few `folder_paths` functions our host adapter calls, over real (empty) files in a temp dir."""
+PROBE_SUFFIX = ".probe.safetensors"
 
-    def __init__(self, root: Path):
+
+class _FakeFolderPaths:
+    """The few `folder_paths` functions our host adapter calls, over real (empty) files in a temp dir.
+
+    With `probe`, every folder asked for also holds `<folder>.probe.safetensors` and a diffusers
+    folder `<folder>.probe/`: a combo whose options contain them lists that model folder.
+    """
+
+    def __init__(self, root: Path, probe: bool = False):
         self.root = root
+        self.probe = probe
 
     def _dir(self, folder: str) -> Path:
-        return self.root / "models" / folder
+        path = self.root / "models" / folder
+        if self.probe and not (path / f"{folder}{PROBE_SUFFIX}").exists():
+            (path / f"{folder}.probe").mkdir(parents=True, exist_ok=True)
+            (path / f"{folder}.probe" / "model_index.json").write_text("{}", encoding="utf-8")
+            (path / f"{folder}{PROBE_SUFFIX}").touch()
+        return path
 
     def get_folder_paths(self, folder: str) -> list[str]:
         return [str(self._dir(folder))]
@@ -112,7 +125,7 @@ class _FakeFolderPaths:
         base = self._dir(folder)
         if not base.is_dir():
             return []
-        names = [p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()]
+        names = [p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file() and p.name != "model_index.json"]
         return sorted(names)
 
     def get_full_path(self, folder: str, name: str):
@@ -139,10 +152,11 @@ class _FakeFolderPaths:
 
 
 @contextlib.contextmanager
-def model_folders(files: dict[str, list[str]]):
+def model_folders(files: dict[str, list[str]], probe: bool = False):
     """Make the pack see ComfyUI model folders holding `files` ({folder: [name, ...]}).
 
     A name ending in "/" is a diffusers folder (made with a model_index.json inside).
+    `probe` adds a marker file to every folder the pack lists (see `model_inputs`).
     """
     import importlib
 
@@ -159,11 +173,40 @@ def model_folders(files: dict[str, list[str]]):
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.touch()
         saved = host._folder_paths
-        host._folder_paths = _FakeFolderPaths(root)
+        host._folder_paths = _FakeFolderPaths(root, probe)
         try:
             yield root
         finally:
             host._folder_paths = saved
+
+
+def model_inputs(class_mappings: dict | None = None, display_names: dict | None = None) -> dict[str, dict[str, list]]:
+    """{node id: {input: [(prefix, folder), ...]}} for our combos that list ComfyUI model folders.
+
+    A value `prefix + name` of such an input is the file (or diffusers folder) `name` in `folder`;
+    files come with prefix "", folders with whatever the node puts before them.
+    """
+    with model_folders({}, probe=True):
+        info = pack_object_info(class_mappings, display_names)
+    found: dict[str, dict[str, list]] = {}
+    for node_id, entry in info.items():
+        for category in ("required", "optional"):
+            for name, spec in (entry["input"].get(category) or {}).items():
+                options = spec[0] if isinstance(spec[0], list) else []
+                if spec[0] == "COMBO" and len(spec) > 1:
+                    options = spec[1].get("options", [])
+                sources = []
+                for option in options:
+                    if not isinstance(option, str):
+                        continue
+                    if option.endswith(PROBE_SUFFIX):
+                        sources.append((option[: -len(PROBE_SUFFIX)].rpartition("/")[0], option.rpartition("/")[2][: -len(PROBE_SUFFIX)]))
+                    elif option.endswith(".probe"):
+                        prefix, _, base = option.rpartition("/")
+                        sources.append((prefix + "/" if prefix else "", base[: -len(".probe")]))
+                if sources:
+                    found.setdefault(node_id, {})[name] = sorted(sources, key=lambda s: -len(s[0]))
+    return found
 
 
 def manifest_files(workflows) -> dict[str, list[str]]:
@@ -187,5 +230,6 @@ __all__ = [
     "full_object_info",
     "validated_inputs",
     "model_folders",
+    "model_inputs",
     "manifest_files",
 ]
