@@ -29,13 +29,13 @@ from transformers import (
 
 from .checkpoints import FP8_MARKER, SCALE_SUFFIX
 from .text_encoder_loading import TextEncoders, clip_constants, llama_constants
-from .vae_loading import _groups_for, diffusers_to_comfy_vae, vae_constants
+from .vae_loading import diffusers_to_comfy_vae, norm_groups_for, vae_constants
 
 LLAMA_SPECIAL_TOKENS = (
     "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<image>", "<pad>",
 )
 CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
-# Text the tiny tokenizers learn whole-word tokens from, so the prompt templates stay short (with
+# Text the tiny Llama tokenizer learns its merges from, so the prompt templates stay short (with
 # bytes only, the T2V template alone would be ~450 tokens). Anything else falls back to bytes.
 _CORPUS = (
     "<|start_header_id|>system<|end_header_id|>\n\nDescribe the video by detailing the following aspects: "
@@ -49,6 +49,7 @@ _CORPUS = (
     "water. The camera moves slowly.",
 )
 TINY_LLAMA_VOCAB = 768
+# Words the tiny CLIP tokenizer keeps whole; others are spelled out byte by byte.
 _WORDS = (
     "describe the video by detailing following aspects main content and theme of color shape size texture "
     "quantity text spatial relationships objects actions events behaviors temporal physical movement changes "
@@ -184,7 +185,7 @@ def tiny_vae(seed: int = 0, latent_channels: int = 16) -> AutoencoderKLHunyuanVi
             down_block_types=(c["down_block_type"],) * len(TINY_VAE_WIDTHS),
             up_block_types=(c["up_block_type"],) * len(TINY_VAE_WIDTHS),
             layers_per_block=1,
-            norm_num_groups=_groups_for(list(TINY_VAE_WIDTHS), c["norm_num_groups"]),
+            norm_num_groups=norm_groups_for(list(TINY_VAE_WIDTHS), c["norm_num_groups"]),
             act_fn=c["act_fn"],
             scaling_factor=c["scaling_factor"],
             spatial_compression_ratio=c["spatial_compression_ratio"],

@@ -67,7 +67,7 @@ def vae_constants() -> dict:
 # ----------------------------------------------------------------------------- layouts
 
 def detect_vae_layout(keys) -> str:
-    """"authors" (= diffusers naming) or "comfy"; CheckpointError-free: returns "unknown" otherwise."""
+    """Which naming a VAE state dict uses: "authors" (= diffusers), "comfy", or "unknown"."""
     keys = list(keys)
     if any(k.startswith("encoder.down_blocks.") for k in keys) and any(k.startswith("decoder.up_blocks.") for k in keys):
         return "authors"
@@ -109,7 +109,7 @@ def diffusers_to_comfy_vae(state: Mapping[str, torch.Tensor]) -> dict[str, torch
 
 # ----------------------------------------------------------------------------- config from shapes
 
-def _groups_for(widths: list[int], default: int) -> int:
+def norm_groups_for(widths: list[int], default: int) -> int:
     """The shipped group count (32) where it divides every width, as in every real checkpoint;
     for narrower test models the largest count up to it that does (GroupNorm needs a divisor)."""
     common = math.gcd(*widths)
@@ -136,7 +136,7 @@ def derive_vae_config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
         "block_out_channels": tuple(widths),
         "layers_per_block": layers,
         "act_fn": constants["act_fn"],
-        "norm_num_groups": _groups_for(widths, constants["norm_num_groups"]),
+        "norm_num_groups": norm_groups_for(widths, constants["norm_num_groups"]),
         "scaling_factor": constants["scaling_factor"],
         "spatial_compression_ratio": constants["spatial_compression_ratio"],
         "temporal_compression_ratio": constants["temporal_compression_ratio"],
