@@ -137,3 +137,43 @@ def test_frontend_flags_a_shifted_widget_list(frontend):
     result = browser.load(workflow)
     node = next(n for n in result["nodes"] if n["id"] == "9")
     assert [w["value"] for w in node["widgets"]] != [1234]
+
+
+def test_server_answers_the_startup_calls(tmp_path):
+    """The stand-in server alone (no browser): the answers the frontend needs before it can load anything."""
+    import urllib.error
+    import urllib.request
+
+    from comfy_check.frontend_server import FrontendServer
+
+    (tmp_path / "index.html").write_text("<html>frontend</html>", encoding="utf-8")
+    (tmp_path / "extensions" / "core").mkdir(parents=True)
+    (tmp_path / "extensions" / "core" / "a.js").write_text("", encoding="utf-8")
+    info = {"HYVS_X": {"name": "HYVS_X"}}
+    with FrontendServer(info, static_root=tmp_path) as server:
+        def get(path):
+            with urllib.request.urlopen(server.url + path.lstrip("/"), timeout=10) as answer:
+                return answer.read()
+
+        def post(path, body: bytes):
+            request = urllib.request.Request(server.url + path.lstrip("/"), data=body, method="POST")
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status
+
+        assert get("/") == b"<html>frontend</html>"
+        assert json.loads(get("/api/object_info")) == info
+        assert json.loads(get("/api/object_info/HYVS_X")) == {"HYVS_X": {"name": "HYVS_X"}}
+        assert json.loads(get("/api/users")) == {"storage": "server", "migrated": True}
+        assert json.loads(get("/api/extensions")) == ["/extensions/core/a.js"]
+        assert json.loads(get("/api/settings"))["Comfy.TutorialCompleted"] is True
+        assert post("/api/settings/Comfy.Locale", b'"en"') == 200
+        assert json.loads(get("/api/settings/Comfy.Locale")) == "en"
+        assert post("/api/userdata/workflows%2Fa.json", b'{"x": 1}') == 200
+        assert json.loads(get("/api/userdata/workflows%2Fa.json")) == {"x": 1}
+        assert json.loads(get("/api/userdata?dir=workflows")) == ["a.json"]
+        for path in ("/api/system_stats", "/api/embeddings", "/api/i18n", "/api/features", "/api/queue",
+                     "/api/history", "/api/jobs?limit=5", "/api/workflow_templates", "/api/prompt"):
+            json.loads(get(path))
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            get("/api/no_such_route")
+        assert missing.value.code == 404

@@ -116,7 +116,7 @@ def test_shipped_workflow_passes_comfyui_validation(path):
     validate_workflow(workflow, info, name=path.name, validated_inputs=checks)
 
 
-def test_shipped_workflows_use_prefixed_node_ids_only_for_our_nodes():
+def test_shipped_workflows_only_use_registered_pack_nodes():
     ours = set(pack_object_info())
     for path in WORKFLOWS:
         workflow = json.loads(path.read_text(encoding="utf-8"))

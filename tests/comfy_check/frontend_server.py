@@ -26,7 +26,6 @@ USER_SETTINGS = {
     # What a user who has used ComfyUI before has set: no first-run tour, templates dialog or
     # update toasts that would cover the canvas, and the missing-node/model dialogs left ON.
     "Comfy.TutorialCompleted": True,
-    "Comfy.InstalledVersion": "99.0.0",
     "Comfy.Workflow.ShowMissingNodesWarning": True,
     "Comfy.Workflow.ShowMissingModelsWarning": True,
     "Comfy.Validation.Workflows": True,
@@ -37,7 +36,13 @@ USER_SETTINGS = {
 
 
 def frontend_root() -> Path:
-    """The `static` folder of the installed comfyui-frontend-package (ImportError if absent)."""
+    """The `static` folder of the installed comfyui-frontend-package (ImportError if absent).
+
+    COMFYUI_FRONTEND_ROOT points at another copy, e.g. an older release unpacked elsewhere, to
+    check the workflows against the frontend a given ComfyUI pins.
+    """
+    if os.environ.get("COMFYUI_FRONTEND_ROOT"):
+        return Path(os.environ["COMFYUI_FRONTEND_ROOT"])
     import comfyui_frontend_package
 
     return Path(comfyui_frontend_package.__file__).resolve().parent / "static"
@@ -61,9 +66,10 @@ class _Handler(SimpleHTTPRequestHandler):
     # ------------------------------------------------------------------ plumbing
 
     def _json(self, payload, status: int = 200) -> None:
-        body = json.dumps(payload).encode("utf-8")
+        raw = isinstance(payload, bytes)  # user data files are sent back as they were stored
+        body = payload if raw else json.dumps(payload).encode("utf-8")
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "application/octet-stream" if raw else "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -242,7 +248,7 @@ class FrontendServer(ThreadingHTTPServer):
         if path.startswith("/userdata/"):
             name = urllib.parse.unquote(path.removeprefix("/userdata/"))
             if name in self.userdata:
-                return 200, json.loads(self.userdata[name] or b"null")
+                return 200, self.userdata[name]
             return 404, None
         if path.startswith("/internal/"):
             return 200, {}
