@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKLHunyuanVideo
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
@@ -49,6 +49,12 @@ _CORPUS = (
     "water. The camera moves slowly.",
 )
 TINY_LLAMA_VOCAB = 768
+# Llama-3's pre-tokenizer split (as in its tokenizer.json): a run of newlines stays one piece, so
+# the template's "\n\n" tokenizes alike with or without the prompt after it.
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
 # Words the tiny CLIP tokenizer keeps whole; others are spelled out byte by byte.
 _WORDS = (
     "describe the video by detailing following aspects main content and theme of color shape size texture "
@@ -99,7 +105,10 @@ def tiny_llama_tokenizer() -> PreTrainedTokenizerFast:
     front like Llama-3's, `<pad>` for padding on the right. Its merges are trained on a few
     built-in sentences (the tokenizers trainer is deterministic: ties break on the pair itself)."""
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=TINY_LLAMA_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),

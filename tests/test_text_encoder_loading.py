@@ -72,6 +72,15 @@ def test_tiny_encoders_have_the_real_shape_of_things(encoders, reference):
     assert clip_ids[0, 0] == encoders.clip_tokenizer.bos_token_id
 
 
+def test_tiny_llama_tokenizer_tokenizes_the_template_alike_with_or_without_a_prompt(encoders):
+    tokenizer = encoders.llm_tokenizer
+    prefix = TEMPLATE[: TEMPLATE.index("{}")]
+    head = tokenizer(prefix)["input_ids"]
+    full = tokenizer(TEMPLATE.format("hello world"))["input_ids"]
+    assert full[: len(head)] == head
+    assert tokenizer.decode(full[len(head):]) == "hello world<|eot_id|>"
+
+
 def test_tiny_encoders_are_deterministic(encoders):
     again, other = tiny_text_encoders(seed=0), tiny_text_encoders(seed=1)
     key = "layers.0.self_attn.q_proj.weight"
