@@ -72,6 +72,11 @@ def _constants(name: str) -> dict:
     return {k: v for k, v in json.loads((CONFIGS / name).read_text()).items() if not k.startswith("_")}
 
 
+def token_ids_within(constants: dict, vocab: int) -> dict:
+    """Special-token ids only where the vocabulary has them (a tiny test model has not)."""
+    return {k: v for k, v in constants.items() if not k.endswith("_token_id") or v < vocab}
+
+
 def llama_constants() -> dict:
     return _constants("llama3_text_encoder.json")
 
@@ -91,6 +96,7 @@ def derive_llama_config(shapes: Mapping[str, tuple[int, ...]]) -> LlamaConfig:
     c = llama_constants()
     head_dim = c.pop("head_dim")
     vocab, hidden = shapes["embed_tokens.weight"]
+    c = token_ids_within(c, vocab)
     return LlamaConfig(
         vocab_size=int(vocab),
         hidden_size=int(hidden),

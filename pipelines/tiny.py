@@ -9,6 +9,7 @@ because diffusers' own tiny tests fetch theirs from the Hub.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ from transformers import (
 )
 
 from .checkpoints import FP8_MARKER, SCALE_SUFFIX
-from .text_encoder_loading import TextEncoders, clip_constants, llama_constants
+from .text_encoder_loading import TextEncoders, clip_constants, llama_constants, token_ids_within
 from .vae_loading import diffusers_to_comfy_vae, norm_groups_for, vae_constants
 
 LLAMA_SPECIAL_TOKENS = (
@@ -131,15 +132,18 @@ def tiny_clip_tokenizer() -> CLIPTokenizer:
     alphabet = alphabet + [c + "</w>" for c in alphabet]
     merges = _merges_for([[*w[:-1], w[-1] + "</w>"] for w in _WORDS])
     vocab = _bpe_vocab(alphabet, merges, (CLIP_BOS, CLIP_EOS))
-    return CLIPTokenizer(
-        vocab=vocab, merges=merges, model_max_length=clip_constants()["max_length"]
-    )
+    # Written as the vocab.json + merges.txt pair that every transformers version reads
+    # (transformers 4 takes only files, 5 also takes the objects).
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "vocab.json").write_text(json.dumps(vocab))
+        Path(folder, "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
+        return CLIPTokenizer.from_pretrained(folder, model_max_length=clip_constants()["max_length"], local_files_only=True)
 
 
 # ----------------------------------------------------------------------------- models
 
 def tiny_llama_config(vocab_size: int) -> LlamaConfig:
-    c = llama_constants()
+    c = token_ids_within(llama_constants(), vocab_size)
     return LlamaConfig(vocab_size=vocab_size, **TINY_LLM, **c)
 
 
