@@ -47,9 +47,10 @@ def frontend():
     from comfy_check.frontend_server import FrontendServer
 
     workflows = [json.loads(p.read_text(encoding="utf-8")) for p in UI_WORKFLOWS]
+    models = manifest_files(workflows)
     pack_error = None
     try:
-        with model_folders(manifest_files(workflows)):
+        with model_folders(models):
             info = full_object_info()
             checks = validated_inputs()
     except Exception as exc:  # noqa: BLE001 - reported by every shipped-workflow test below
@@ -58,7 +59,7 @@ def frontend():
     images = _input_images(workflows + [samples.ui_graph_features()])
     for loader in ("LoadImage", "LoadImageMask"):
         info[loader]["input"]["required"]["image"][0] = images
-    with FrontendServer(info) as server:
+    with FrontendServer(info, models) as server:
         browser = Frontend(server.url)
         try:
             yield browser, info, checks, pack_error
@@ -73,6 +74,7 @@ def _assert_loads_cleanly(result: dict, workflow: dict, info: dict, checks: dict
     assert not flagged, f"{name}: the frontend flags these nodes (missing model/file or bad value): {flagged}"
     assert not result["errors"], f"{name}: errors while loading: {result['errors']}"
     assert not result["toasts"], f"{name}: error messages shown: {result['toasts']}"
+    assert not result["dialogs"], f"{name}: dialogs opened: {result['dialogs']}"
 
     meant = shown_widget_values(workflow, info)
     for node in result["nodes"]:
@@ -123,6 +125,7 @@ def test_frontend_shows_a_missing_node_type(frontend):
     workflow["nodes"][5]["type"] = "HYVS_NoSuchNode"
     result = browser.load(workflow)
     assert [n["id"] for n in result["nodes"] if not n["registered"]] == ["6"]
+    assert [n["id"] for n in result["nodes"] if n["has_errors"]] == ["6"]
     _, problems = check_workflow(workflow, info, checks)
     assert [(p.node_id, p.class_type) for p in problems] == [("6", "HYVS_NoSuchNode")]
 
@@ -177,3 +180,20 @@ def test_server_answers_the_startup_calls(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as missing:
             get("/api/no_such_route")
         assert missing.value.code == 404
+
+
+def test_frontend_reports_a_model_file_the_user_lacks(frontend):
+    """The check is live for models too: a loader naming a file that is not in its folder is reported."""
+    browser, info, checks, _ = frontend
+    workflow = samples.ui_graph_features()
+    name = "hyvs_absent_vae.safetensors"
+    workflow["nodes"].append(samples._node(
+        10, "VAELoader", [name], outputs=[samples._out("VAE", "VAE", None)],
+        properties={"models": [{"name": name, "url": f"https://huggingface.co/o/r/resolve/main/{name}", "directory": "vae"}]},
+    ))
+    result = browser.load(workflow)
+    flagged = [n["id"] for n in result["nodes"] if n["has_errors"]]
+    missing_dialog = [d for d in result["dialogs"] if name in d or "Missing Models" in d]
+    assert flagged == ["10"] or missing_dialog, f"the frontend did not report the missing model: {result}"
+    _, problems = check_workflow(workflow, info, checks)
+    assert [str(p) for p in problems] == [f"node 10 (VAELoader), input 'vae_name': Value not in list: '{name}' not in {info['VAELoader']['input']['required']['vae_name'][0]}"]

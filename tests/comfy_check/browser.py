@@ -55,7 +55,10 @@ async (workflow) => {
   window.removeEventListener('unhandledrejection', onError);
   const toasts = Array.from(document.querySelectorAll('.p-toast-message-error, .p-toast-message-warn'))
     .map((t) => t.innerText.trim()).filter((t) => t);
-  return { nodes, prompt, errors, toasts };
+  const dialogs = Array.from(document.querySelectorAll('.p-dialog'))
+    .filter((d) => d.offsetParent !== null).map((d) => d.innerText.trim().slice(0, 300));
+  document.querySelectorAll('.p-dialog-close-button, .p-dialog-header-close').forEach((b) => b.click());
+  return { nodes, prompt, errors, toasts, dialogs };
 }
 """
 
@@ -99,7 +102,7 @@ class Frontend:
             route.abort()
 
     def load(self, workflow: dict) -> dict:
-        """{nodes, prompt, errors, toasts} after loading `workflow` and calling graphToPrompt."""
+        """{nodes, prompt, errors, toasts, dialogs} after loading `workflow` and calling graphToPrompt."""
         result = self.page.evaluate(LOAD_AND_CONVERT, workflow)
         result["errors"] += self.page_errors
         self.page_errors = []

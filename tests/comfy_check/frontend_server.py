@@ -35,6 +35,15 @@ USER_SETTINGS = {
 }
 
 
+# ComfyUI's model folders (`folder_paths.folder_names_and_paths`, less configs and custom_nodes):
+# the frontend checks a workflow's `properties.models` directories against this list.
+MODEL_FOLDERS = (
+    "checkpoints", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision", "style_models",
+    "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models", "latent_upscale_models",
+    "hypernetworks", "photomaker", "classifiers", "model_patches", "audio_encoders",
+)
+
+
 def frontend_root() -> Path:
     """The `static` folder of the installed comfyui-frontend-package (ImportError if absent).
 
@@ -157,12 +166,14 @@ class FrontendServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, object_info: dict, static_root: Path | None = None, port: int = 0):
+    def __init__(self, object_info: dict, models: dict[str, list[str]] | None = None,
+                 static_root: Path | None = None, port: int = 0):
         mimetypes.add_type("application/javascript", ".js")
         mimetypes.add_type("application/json", ".json")
         mimetypes.add_type("image/svg+xml", ".svg")
         self.static_root = Path(static_root) if static_root else frontend_root()
         self.object_info = object_info
+        self.models = models or {}
         self.settings = dict(USER_SETTINGS)
         self.userdata: dict[str, bytes] = {}
         self.requests: list[str] = []
@@ -219,10 +230,22 @@ class FrontendServer(ThreadingHTTPServer):
             }
         if path == "/features":
             return 200, {"supports_preview_metadata": True, "max_upload_size": 100 * 1024 * 1024}
-        if path in ("/embeddings", "/models", "/experiment/models", "/internal/logs/raw", "/internal/folder_paths"):
-            return 200, [] if path != "/internal/folder_paths" else {}
+        if path == "/models":
+            return 200, list(MODEL_FOLDERS)
+        if path == "/experiment/models":
+            return 200, [{"name": f, "folders": [f"/comfyui/models/{f}"]} for f in MODEL_FOLDERS]
         if path.startswith("/models/") or path.startswith("/experiment/models/"):
+            folder = urllib.parse.unquote(path.rsplit("/", 1)[1])
+            if folder not in MODEL_FOLDERS:
+                return 404, None
+            names = self.models.get(folder, [])
+            if path.startswith("/models/"):
+                return 200, names
+            return 200, [{"name": n, "pathIndex": 0, "modified": 0, "size": 0} for n in names]
+        if path in ("/embeddings", "/internal/logs/raw"):
             return 200, []
+        if path == "/internal/folder_paths":
+            return 200, {f: [f"/comfyui/models/{f}"] for f in MODEL_FOLDERS}
         if path == "/i18n":
             return 200, {}
         if path == "/workflow_templates":
