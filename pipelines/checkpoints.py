@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -117,3 +118,19 @@ def cast_state_dict(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[
     if is_scaled_fp8(state):
         return dequantize_scaled_fp8(state, dtype)
     return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
+
+
+def describe_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str:
+    """What differs between the tensors a model expects and those a file holds; empty when they match."""
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    details = []
+    if missing:
+        details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if extra:
+        details.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+    if wrong:
+        k = wrong[0]
+        details.append(f"{len(wrong)} of the wrong shape (e.g. {k}: {tuple(state[k].shape)}, expected {tuple(expected[k].shape)})")
+    return "; ".join(details)

@@ -32,7 +32,7 @@ from transformers import (
 )
 
 from .checkpoint_kinds import guess_checkpoint_kind
-from .checkpoints import CheckpointError, cast_state_dict, load_state_dict, strip_prefix
+from .checkpoints import CheckpointError, cast_state_dict, describe_mismatch, load_state_dict, strip_prefix
 
 CONFIGS = Path(__file__).parent / "configs"
 LLM_EXPECTED = "a Llama-3 text encoder (e.g. llava_llama3_fp8_scaled.safetensors)"
@@ -131,21 +131,6 @@ def derive_clip_config(shapes: Mapping[str, tuple[int, ...]]) -> CLIPTextConfig:
 
 # ----------------------------------------------------------------------------- single files
 
-def _mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str:
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    details = []
-    if missing:
-        details.append(f"{len(missing)} missing (e.g. {missing[0]})")
-    if extra:
-        details.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
-    if wrong:
-        k = wrong[0]
-        details.append(f"{len(wrong)} of the wrong shape (e.g. {k}: {tuple(state[k].shape)}, expected {tuple(expected[k].shape)})")
-    return "; ".join(details)
-
-
 def _build(cls, config, state: dict[str, torch.Tensor], dtype, device, name: str, expected_kind: str):
     """Instantiate `cls(config)` with exactly the tensors in `state` (checked on the meta device
     first, so a wrong file fails with a clear message before any weights are copied)."""
@@ -154,7 +139,7 @@ def _build(cls, config, state: dict[str, torch.Tensor], dtype, device, name: str
     expected = skeleton.state_dict()
     if expected and next(iter(expected)).startswith("text_model.") and not next(iter(state)).startswith("text_model."):
         state = {f"text_model.{k}": v for k, v in state.items()}  # transformers < 5 nests CLIP's names
-    problems = _mismatch(expected, state)
+    problems = describe_mismatch(expected, state)
     if problems:
         raise CheckpointError(f"{name}: an unknown {expected_kind} layout: tensors {problems}")
     if str(device) == "meta":

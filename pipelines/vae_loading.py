@@ -24,7 +24,7 @@ import torch
 from diffusers import AutoencoderKLHunyuanVideo
 
 from .checkpoint_kinds import guess_checkpoint_kind
-from .checkpoints import CheckpointError, cast_state_dict, load_state_dict, strip_prefix
+from .checkpoints import CheckpointError, cast_state_dict, describe_mismatch, load_state_dict, strip_prefix
 
 CONFIG_FILE = Path(__file__).parent / "configs" / "hunyuan_video_vae.json"
 VAE_PREFIXES = ("vae.", "first_stage_model.", "model.")
@@ -170,23 +170,10 @@ def vae_from_state_dict(
 
 
 def _check_tensors(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], name: str, config) -> None:
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or extra or wrong:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if extra:
-            details.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
-        if wrong:
-            k = wrong[0]
-            details.append(f"{len(wrong)} of the wrong shape (e.g. {k}: {tuple(state[k].shape)}, "
-                           f"expected {tuple(expected[k].shape)})")
+    details = describe_mismatch(expected, state)
+    if details:
         widths = config["block_out_channels"]
-        raise CheckpointError(
-            f"{name}: an unknown VAE layout for widths {widths}: tensors {'; '.join(details)}; expected {EXPECTED}"
-        )
+        raise CheckpointError(f"{name}: an unknown VAE layout for widths {widths}: tensors {details}; expected {EXPECTED}")
 
 
 def _vae_folder(path: Path) -> Path | None:
