@@ -155,6 +155,21 @@ class Protocol:
                                   request_id=request_id)
         return body
 
+    def queued_submission(self, response: httpx.Response, url_fields: tuple[str, ...], **extra: str) -> Submitted:
+        """A queue-style submit answer (`request_id` plus follow-up URLs). An answer without an id after
+        the provider accepted the request may still be billed, so it is never resubmitted."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        request_id = body.get("request_id") if isinstance(body, dict) else None
+        if not request_id:
+            raise E.SubmitUncertain(f"{self.name}: the submit was accepted (HTTP {response.status_code}) but the answer "
+                                    "has no request_id; it may be billed. Not resubmitted automatically.",
+                                    provider=self.name)
+        state = {**extra, **{k: body[k] for k in url_fields if isinstance(body.get(k), str)}}
+        return Submitted(str(request_id), state)
+
     async def submit(self, client: httpx.AsyncClient, job: Job) -> Submitted:
         raise NotImplementedError
 

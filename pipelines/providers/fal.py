@@ -85,17 +85,7 @@ class FalQueue(Protocol):
                                      policy=self.policy, pause=self.pause, provider=self.name)
         if response.status_code >= 300:
             raise self.error(response, "submit")
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        request_id = body.get("request_id") if isinstance(body, dict) else None
-        if not request_id:
-            raise E.SubmitUncertain(f"{self.name}: the submit was accepted (HTTP {response.status_code}) but the answer "
-                                    "has no request_id; it may be billed. Not resubmitted automatically.",
-                                    provider=self.name)
-        state = {k: body[k] for k in ("status_url", "response_url", "cancel_url") if isinstance(body.get(k), str)}
-        return Submitted(str(request_id), state)
+        return self.queued_submission(response, ("status_url", "response_url", "cancel_url"))
 
     async def status(self, client: httpx.AsyncClient, row: JobRow) -> Status:
         url = self._url(row, "status_url", "/status")

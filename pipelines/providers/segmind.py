@@ -86,16 +86,7 @@ class Segmind(Protocol):
             return await self._submit_sync(client, job)
         if response.status_code >= 300:
             raise self.error(response, "submit")
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        request_id = body.get("request_id") if isinstance(body, dict) else None
-        if not request_id:
-            raise E.SubmitUncertain(f"{self.name}: the submit was accepted but the answer has no request_id; it may be "
-                                    "billed. Not resubmitted automatically.", provider=self.name)
-        state = {"api": "v2", **{k: body[k] for k in ("status_url", "response_url") if isinstance(body.get(k), str)}}
-        return Submitted(str(request_id), state)
+        return self.queued_submission(response, ("status_url", "response_url"), api="v2")
 
     async def _submit_sync(self, client: httpx.AsyncClient, job: Job) -> Submitted:
         response = await submit_once(client, f"{self.base_url}/v1/{job.model}", json=job.payload,
