@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from comfy_check import models_table
+from comfy_check.frontend_server import MODEL_FOLDERS
 from comfy_check.object_info import core_object_info, full_object_info, manifest_files, model_folders, model_inputs
 from comfy_check.validator import widget_values_by_name
 from conftest import PACK_ROOT
@@ -79,6 +80,9 @@ def test_manifest_entries_are_complete(path):
     for entry in models_table.manifest_entries(workflow):
         missing = [key for key in ("name", "url", "directory") if not entry.get(key)]
         assert not missing, f"{path.name}: a properties.models entry lacks {missing}: {entry}"
+        assert entry["directory"] in MODEL_FOLDERS, (
+            f"{path.name}: {entry['name']}: directory {entry['directory']!r} is not a ComfyUI model folder ({', '.join(MODEL_FOLDERS)})"
+        )
 
 
 def test_model_inputs_are_found_for_core_and_fake_loaders():

@@ -26,6 +26,10 @@ CHROMIUM_FLAGS = [
 # Loads a workflow and reports what the frontend made of it, all in one round trip.
 LOAD_AND_CONVERT = """
 async (workflow) => {
+  const closeDialogs = () => document
+    .querySelectorAll('.p-dialog-close-button, .p-dialog-header-close').forEach((b) => b.click());
+  closeDialogs();
+  await new Promise((resolve) => setTimeout(resolve, 50));
   const errors = [];
   const onError = (event) => errors.push(String(event.reason || event.message || event));
   window.addEventListener('error', onError);
@@ -35,7 +39,8 @@ async (workflow) => {
   } catch (e) {
     errors.push('loadGraphData: ' + e);
   }
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  // Missing-model checks finish asynchronously after the graph is in place.
+  await new Promise((resolve) => setTimeout(resolve, 300));
   const registered = window.LiteGraph.registered_node_types;
   const nodes = window.app.graph.nodes.map((n) => ({
     id: String(n.id),
@@ -57,7 +62,7 @@ async (workflow) => {
     .map((t) => t.innerText.trim()).filter((t) => t);
   const dialogs = Array.from(document.querySelectorAll('.p-dialog'))
     .filter((d) => d.offsetParent !== null).map((d) => d.innerText.trim().slice(0, 300));
-  document.querySelectorAll('.p-dialog-close-button, .p-dialog-header-close').forEach((b) => b.click());
+  closeDialogs();
   return { nodes, prompt, errors, toasts, dialogs };
 }
 """
