@@ -96,6 +96,10 @@ def _assert_loads_cleanly(result: dict, workflow: dict, info: dict, checks: dict
     assert browser_prompt == samples.strip_meta(ours), f"{name}: graphToPrompt differs from our conversion"
     problems = validate_api(result["prompt"], info, checks)
     assert not problems, f"{name}: ComfyUI would refuse the queued prompt: " + "; ".join(map(str, problems))
+    # What the frontend would save again (newer layout: widget input slots, ids) reads the same.
+    resaved, problems = check_workflow(result["saved"], info, checks)
+    assert not problems, f"{name} as re-saved by the frontend: " + "; ".join(map(str, problems))
+    assert samples.strip_meta(resaved) == browser_prompt, f"{name}: the re-saved workflow converts differently"
 
 
 @pytest.mark.parametrize("path", UI_WORKFLOWS, ids=[p.name for p in UI_WORKFLOWS])

@@ -336,3 +336,15 @@ def test_types_compatible_rules():
     assert types_compatible("IMAGE", "*") and types_compatible("*", "LATENT")
     assert types_compatible("INT", "INT,FLOAT") and types_compatible("STRING,INT", "FLOAT, INT")
     assert not types_compatible("IMAGE", "LATENT") and not types_compatible("IMAGE", ["a", "b"])
+
+
+def test_inputs_saved_by_new_frontends_are_understood(info):
+    """Frontends >= 1.16 save every widget as an input slot too, LoadImage's upload button included."""
+    workflow = samples.ui_graph_features()
+    workflow["nodes"][0]["inputs"] = [
+        {"name": "image", "type": "COMBO", "widget": {"name": "image"}, "link": None},
+        {"name": "upload", "type": "IMAGEUPLOAD", "widget": {"name": "upload"}, "link": None},
+    ]
+    assert problems_of(workflow, info) == []
+    workflow["nodes"][0]["inputs"].append({"name": "strength", "type": "FLOAT", "widget": {"name": "strength"}, "link": None})
+    assert problems_of(workflow, info) == ["node 1 (LoadImage), input 'strength': the node has no input 'strength' (allowed: image)"]

@@ -51,8 +51,11 @@ async (workflow) => {
     widgets: (n.widgets || []).map((w) => ({ name: w.name, value: w.value ?? null })),
   }));
   let prompt = null;
+  let saved = null;
   try {
-    prompt = (await window.app.graphToPrompt()).output;
+    const converted = await window.app.graphToPrompt();
+    prompt = converted.output;
+    saved = converted.workflow;
   } catch (e) {
     errors.push('graphToPrompt: ' + e);
   }
@@ -63,7 +66,7 @@ async (workflow) => {
   const dialogs = Array.from(document.querySelectorAll('.p-dialog'))
     .filter((d) => d.offsetParent !== null).map((d) => d.innerText.trim().slice(0, 300));
   closeDialogs();
-  return { nodes, prompt, errors, toasts, dialogs };
+  return { nodes, prompt, saved, errors, toasts, dialogs };
 }
 """
 
@@ -107,7 +110,7 @@ class Frontend:
             route.abort()
 
     def load(self, workflow: dict) -> dict:
-        """{nodes, prompt, errors, toasts, dialogs} after loading `workflow` and calling graphToPrompt."""
+        """{nodes, prompt, saved, errors, toasts, dialogs} after loading `workflow` and calling graphToPrompt."""
         result = self.page.evaluate(LOAD_AND_CONVERT, workflow)
         result["errors"] += self.page_errors
         self.page_errors = []

@@ -144,7 +144,7 @@ def input_type_name(spec: tuple) -> str:
 
 class _Graph:
     def __init__(self, workflow: dict):
-        if workflow.get("definitions", {}).get("subgraphs"):
+        if (workflow.get("definitions") or {}).get("subgraphs"):
             raise WorkflowInvalid([Problem("-", "-", None, "subgraphs are not supported by this checker")])
         self.nodes = {str(n["id"]): n for n in workflow.get("nodes", [])}
         self.links = {}
@@ -219,8 +219,11 @@ def ui_to_api(workflow: dict, object_info: dict) -> tuple[dict, list[Problem]]:
             continue
         specs = {name: spec for name, _, spec in input_specs(node_def)}
         inputs = _widget_inputs(node_id, node, node_def, problems)
+        helpers = {w.name for w in widget_layout(node_def) if w.input_name is None}  # e.g. LoadImage's "upload"
         for index, slot in enumerate(node.get("inputs") or []):
             name = slot.get("name")
+            if name in helpers and slot.get("link") is None:
+                continue
             if name not in specs:
                 problems.append(Problem(node_id, kind, name, f"the node has no input '{name}' (allowed: {', '.join(specs)})"))
                 continue
