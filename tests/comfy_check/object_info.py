@@ -23,9 +23,8 @@ CORE_OBJECT_INFO = Path(__file__).resolve().parents[3] / "shared" / "comfy" / "o
 def node_info(node_id: str, cls, display_names: dict | None = None, python_module: str | None = None) -> dict:
     """One `/object_info` entry for the V1 node class `cls` registered as `node_id`."""
     display_names = display_names or {}
-    input_types = cls.INPUT_TYPES()
     info = {
-        "input": input_types,
+        "input": cls.INPUT_TYPES(),
         "input_order": {category: list(specs.keys()) for category, specs in cls.INPUT_TYPES().items()},
         "output": cls.RETURN_TYPES,
         "output_is_list": getattr(cls, "OUTPUT_IS_LIST", [False] * len(cls.RETURN_TYPES)),
@@ -66,8 +65,9 @@ def full_object_info(class_mappings: dict | None = None, display_names: dict | N
 
     Core node ids win over custom ones in ComfyUI, so a clash keeps the core entry.
     """
-    info = pack_object_info(class_mappings, display_names)
-    info.update(core_object_info())
+    info = core_object_info()
+    for node_id, entry in pack_object_info(class_mappings, display_names).items():
+        info.setdefault(node_id, entry)
     return info
 
 
