@@ -348,3 +348,20 @@ def test_inputs_saved_by_new_frontends_are_understood(info):
     assert problems_of(workflow, info) == []
     workflow["nodes"][0]["inputs"].append({"name": "strength", "type": "FLOAT", "widget": {"name": "strength"}, "link": None})
     assert problems_of(workflow, info) == ["node 1 (LoadImage), input 'strength': the node has no input 'strength' (allowed: image)"]
+
+
+def test_widget_input_fed_by_a_node_becomes_a_link(info):
+    """A widget turned into an input and linked to a real node is queued as a link, type-checked like any other."""
+    workflow = samples.ui_graph_features()
+    create_video = workflow["nodes"][3]
+    create_video["inputs"][1]["link"] = 7
+    workflow["nodes"].append(samples._node(10, "PrimitiveFloat", [12.0], outputs=[samples._out("FLOAT", "FLOAT", [7])]))
+    workflow["links"] = [l for l in workflow["links"] if l[0] != 4] + [[7, 10, 0, 4, 1, "FLOAT"]]
+    prompt, problems = check_workflow(workflow, info)
+    assert problems == []
+    assert prompt["4"]["inputs"]["fps"] == ["10", 0]
+    workflow["nodes"][-1]["type"] = "PrimitiveInt"
+    workflow["nodes"][-1]["widgets_values"] = [12, "fixed"]
+    assert problems_of(workflow, info) == [
+        "node 4 (CreateVideo), input 'fps': Return type mismatch between linked nodes: received_type(INT) mismatch input_type(FLOAT)",
+    ]

@@ -441,7 +441,8 @@ def check_workflow(workflow: dict, object_info: dict, validated_inputs: dict | N
     prompt, problems = ui_to_api(workflow, object_info)
     if any("unknown node type" in p.message for p in problems):
         return prompt, problems
-    return prompt, problems + validate_api(prompt, object_info, validated_inputs, input_files)
+    # A link of the wrong type is seen by both stages; report it once.
+    return prompt, list(dict.fromkeys(problems + validate_api(prompt, object_info, validated_inputs, input_files)))
 
 
 def validate_workflow(workflow: dict, object_info: dict, name: str = "workflow", **kwargs) -> dict:
