@@ -6,19 +6,12 @@ from __future__ import annotations
 import json
 import uuid
 
-from .server import FakeServer, MediaServer, Reply, Seen, check_auth
+from .server import MediaServer, ProviderFake, Reply, Seen, check_auth
 
 
-class FalFake(FakeServer):
+class FalFake(ProviderFake):
     def __init__(self, media: MediaServer, key: str, *, queue_polls: int = 1, run_polls: int = 1):
-        super().__init__()
-        self.media, self.key = media, key
-        self.queue_polls, self.run_polls = queue_polls, run_polls
-        self.jobs: dict[str, dict] = {}
-        self.submit_replies: list[Reply] = []  # scripted answers to the next submits (no job created)
-        self.drop_after_submit = False           # create the job, then drop the connection
-        self.status_glitches: list[int] = []     # transient statuses answered before the real status
-        self.fail_with: str | None = None        # job completes with this error
+        super().__init__(media, key, queue_polls=queue_polls, run_polls=run_polls)
         self.result_status: int | None = None    # e.g. 404 (expired result) or 422
         self.foreign_urls = False                # answer URLs on another host (must not receive the key)
         self.prefix = ""

@@ -6,23 +6,15 @@ from __future__ import annotations
 import json
 import uuid
 
-from .server import FakeServer, MediaServer, Reply, Seen, check_auth
+from .server import MediaServer, ProviderFake, Reply, Seen, check_auth
 
 LIMITS = {"width": (1, 1280), "height": (1, 1280), "video_length": (1, 129), "infer_steps": (1, 70),
           "flow_shift": (1, 15), "embedded_guidance_scale": (1, 10)}
 
 
-class SegmindFake(FakeServer):
+class SegmindFake(ProviderFake):
     def __init__(self, media: MediaServer, key: str, *, queue_polls: int = 1, run_polls: int = 1):
-        super().__init__()
-        self.media, self.key = media, key
-        self.queue_polls, self.run_polls = queue_polls, run_polls
-        self.jobs: dict[str, dict] = {}
-        self.submit_replies: list[Reply] = []  # scripted answers to the next submits (no job created)
-        self.drop_after_submit = False
-        self.status_glitches: list[Reply] = []
-        self.fail_with: str | None = None
-        self.expired = False
+        super().__init__(media, key, queue_polls=queue_polls, run_polls=run_polls)
         self.v2_enabled = True
 
     @property

@@ -132,3 +132,18 @@ def check_auth(seen: Seen, header: str, expected: str) -> Reply | None:
     if seen.headers.get(header) != expected:
         return Reply(401, json={"detail": "Invalid API key", "message": "Unauthorized"})
     return None
+
+
+class ProviderFake(FakeServer):
+    """State every provider fake shares: its jobs, the key it accepts, and the scripted failures a test sets."""
+
+    def __init__(self, media: "MediaServer", key: str, *, queue_polls: int = 1, run_polls: int = 1):
+        super().__init__()
+        self.media, self.key = media, key
+        self.queue_polls, self.run_polls = queue_polls, run_polls
+        self.jobs: dict[str, dict] = {}
+        self.submit_replies: list[Reply] = []  # scripted answers to the next submits (no job created)
+        self.drop_after_submit = False           # create the job, then drop the connection
+        self.status_glitches: list = []          # transient answers given before the real status
+        self.fail_with: str | None = None
+        self.expired = False

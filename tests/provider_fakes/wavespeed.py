@@ -6,24 +6,16 @@ from __future__ import annotations
 import json
 import uuid
 
-from .server import FakeServer, MediaServer, Reply, Seen, check_auth
+from .server import MediaServer, ProviderFake, Reply, Seen, check_auth
 
 MODELS = {"wavespeed-ai/hunyuan-video/t2v", "wavespeed-ai/hunyuan-video/i2v",
           "wavespeed-ai/hunyuan-custom-ref2v-720p", "wavespeed-ai/hunyuan-custom-ref2v-480p"}
 
 
-class WaveSpeedFake(FakeServer):
+class WaveSpeedFake(ProviderFake):
     def __init__(self, media: MediaServer, key: str, *, queue_polls: int = 1, run_polls: int = 1):
-        super().__init__()
-        self.media, self.key = media, key
-        self.queue_polls, self.run_polls = queue_polls, run_polls
-        self.jobs: dict[str, dict] = {}
-        self.submit_replies: list[Reply] = []  # scripted answers to the next submits (no job created)
-        self.drop_after_submit = False
-        self.status_glitches: list[int] = []
-        self.fail_with: str | None = None
+        super().__init__(media, key, queue_polls=queue_polls, run_polls=run_polls)
         self.nsfw = False
-        self.expired = False
         self.custom_only_v2 = False
 
     @property
