@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..pipelines.decoding import TilingOptions, decode_latents
 from . import host
+from .validation import validate
 from .types import VAE
 
 
@@ -31,10 +32,17 @@ class HYVSDecode:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, tile_size=None, tile_overlap=None, tile_frames=None, frame_overlap=None):
+        values = {"tile_size": tile_size, "tile_overlap": tile_overlap, "tile_frames": tile_frames,
+                  "frame_overlap": frame_overlap}
+        return validate(cls, values, lambda: TilingOptions(True, tile_size, tile_overlap, True, tile_frames, frame_overlap).validate())
+
     def decode(self, vae, samples, fps, spatial_tiling, tile_size, tile_overlap, temporal_tiling, tile_frames, frame_overlap):
         tiling = TilingOptions(spatial_tiling, tile_size, tile_overlap, temporal_tiling, tile_frames, frame_overlap)
         tiling.validate()
         latents = samples["samples"]
+        host.check_interrupt()
         with host.on_compute_device(vae):
             frames = decode_latents(vae, latents, tiling)
         images = frames.reshape(-1, *frames.shape[2:])

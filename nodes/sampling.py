@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..pipelines.prompt_encoding import encode_prompt
 from ..pipelines.t2v import MAX_SEED, T2VRequest, generate_t2v
 from . import host
+from .validation import validate
 from .types import TEXT_EMBEDS, TEXT_ENCODERS, TRANSFORMER
 
 CATEGORY = "HunyuanVideo Suite/sampling"
@@ -64,6 +65,11 @@ class HYVST2VSampler:
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None, num_frames=None):
+        values = {"width": width, "height": height, "num_frames": num_frames}
+        return validate(cls, values, lambda: T2VRequest(width=width, height=height, num_frames=num_frames).validate())
 
     def sample(self, transformer, positive, width, height, num_frames, steps, embedded_guidance, cfg, flow_shift, seed,
                negative=None, unique_id=None):

@@ -46,7 +46,7 @@ def configure_tiling(vae, tiling: TilingOptions) -> None:
 
 @torch.no_grad()
 def decode_latents(vae, latents: torch.Tensor, tiling: TilingOptions | None = None) -> torch.Tensor:
-    """Model-space latents `[B, C, T, h, w]` to frames `[B, F, H, W, 3]` in 0..1 (float32, on the CPU)."""
+    """VAE latents `[B, C, T, h, w]` (ComfyUI's LATENT convention) to frames `[B, F, H, W, 3]` in 0..1 (float32, CPU)."""
     if latents.ndim != 5:
         raise ValueError(f"latent must be a video latent [B, C, T, H, W], got shape {tuple(latents.shape)}")
     if latents.shape[1] != vae.config.latent_channels:
@@ -56,7 +56,6 @@ def decode_latents(vae, latents: torch.Tensor, tiling: TilingOptions | None = No
         )
     configure_tiling(vae, tiling or TilingOptions())
     device = next(vae.parameters()).device
-    z = latents.to(device=device, dtype=vae.dtype) / vae.config.scaling_factor
-    video = vae.decode(z, return_dict=False)[0]
+    video = vae.decode(latents.to(device=device, dtype=vae.dtype), return_dict=False)[0]
     frames = (video.float() / 2 + 0.5).clamp(0, 1)
     return frames.permute(0, 2, 3, 4, 1).cpu()

@@ -1,4 +1,8 @@
-"""Text-to-video: check the request, prepare the noise, run the sampler. Output: latents in model space."""
+"""Text-to-video: check the request, prepare the noise, run the sampler.
+
+The result is in the VAE's own latent space, as ComfyUI's LATENT holds it (core samplers divide by
+the VAE scaling factor on the way out, and core VAE Decode takes latents as they are).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import torch
 
 from .prompt_encoding import TextEmbeds
 from .sampling import SamplingSettings, StepCallback, denoise, initial_noise
+from .vae_loading import vae_constants
 
 VAE_TEMPORAL = 4
 VAE_SPATIAL = 8
@@ -67,7 +72,7 @@ def generate_t2v(
     device="cpu",
     on_step: StepCallback | None = None,
 ) -> torch.Tensor:
-    """Sample a T2V latent `[B, C, T, H/8, W/8]` with `transformer` (a diffusers HunyuanVideo model) on `device`."""
+    """Sample a T2V latent `[B, C, T, H/8, W/8]` (VAE space) with `transformer` on `device`."""
     request.validate()
     if request.true_cfg > 1.0 and negative is None:
         raise ValueError("cfg above 1.0 needs a negative prompt (connect the 'negative' input)")
@@ -87,7 +92,7 @@ def generate_t2v(
     positive = _repeat(positive, request.batch_size)
     negative = _repeat(negative, request.batch_size) if negative is not None else None
     noise = initial_noise(request.latent_shape(model.config.in_channels), request.seed).to(device)
-    return denoise(model, noise, positive, negative, settings, on_step)
+    return denoise(model, noise, positive, negative, settings, on_step) / vae_constants()["scaling_factor"]
 
 
 def _repeat(embeds: TextEmbeds, batch: int) -> TextEmbeds:

@@ -230,12 +230,17 @@ def save_vae(vae: AutoencoderKLHunyuanVideo, path: str | Path, layout: str = "di
     return path
 
 
-def _to_scaled_fp8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """ComfyUI's `scaled_fp8` convention: every linear weight stored as float8_e4m3fn divided by a
-    per-tensor `.scale_weight`; embeddings and norms stay as they are; a `scaled_fp8` marker key."""
+def _is_text_encoder_linear(key: str, value: torch.Tensor) -> bool:
+    return key.endswith("_proj.weight") and value.dim() == 2
+
+
+def to_scaled_fp8(state: dict[str, torch.Tensor], quantize=_is_text_encoder_linear) -> dict[str, torch.Tensor]:
+    """ComfyUI's `scaled_fp8` convention: every weight `quantize(key, value)` picks (by default the
+    text encoders' linear weights) stored as float8_e4m3fn divided by a per-tensor `.scale_weight`;
+    embeddings and norms stay as they are; a `scaled_fp8` marker key."""
     out = {}
     for key, value in state.items():
-        if key.endswith("_proj.weight") and value.dim() == 2:
+        if quantize(key, value):
             scale = value.float().abs().max().clamp(min=1e-12) / FP8_MAX
             out[key] = (value.float() / scale).to(torch.float8_e4m3fn)
             out[key[: -len(".weight")] + SCALE_SUFFIX] = scale.reshape(())
@@ -285,7 +290,7 @@ def save_text_encoders(te: TextEncoders, folder: str | Path, layout: str = "diff
     folder.mkdir(parents=True, exist_ok=True)
     llm_state = {f"model.{k}": v for k, v in _plain_state(te.llm).items()}
     if fp8:
-        llm_state = _to_scaled_fp8(llm_state)
+        llm_state = to_scaled_fp8(llm_state)
     llm_path = folder / (COMFY_LLM_FP8_FILE if fp8 else COMFY_LLM_FILE)
     save_file(llm_state, str(llm_path))
     clip_state = _plain_state(te.clip)

@@ -8,6 +8,7 @@ import torch
 from diffusers import HunyuanVideoTransformer3DModel
 from safetensors.torch import save_file
 
+from .tiny import to_scaled_fp8
 from .transformer_keys import diffusers_to_authors
 from .transformer_loading import IMAGE_CONDITION_TYPE, rope_axes_for
 
@@ -59,23 +60,9 @@ def save_transformer(
     state = diffusers_to_authors({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()})
     metadata = None
     if fp8:
-        state = _to_scaled_fp8(state)
+        state = to_scaled_fp8(state, quantize=lambda key, value: key.endswith(".weight") and value.ndim == 2)
         metadata = {"format": "pt"}
     state = {prefix + k: v.contiguous() for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=metadata)
     return path
-
-
-def _to_scaled_fp8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """ComfyUI's `scaled_fp8` convention: 2-D weights as float8_e4m3fn plus a float32 `scale_weight` each."""
-    out = {"scaled_fp8": torch.zeros(2, dtype=torch.float8_e4m3fn)}
-    for key, value in state.items():
-        if key.endswith(".weight") and value.ndim == 2:
-            scale = value.abs().max().float() / 448.0
-            out[key] = (value.float() / scale).to(torch.float8_e4m3fn)
-            out[key[: -len(".weight")] + ".scale_weight"] = scale.reshape(())
-        else:
-            out[key] = value
-    return out
-

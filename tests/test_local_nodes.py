@@ -123,3 +123,16 @@ def test_every_input_has_a_tooltip_and_every_node_a_description():
         for section in ("required", "optional"):
             for input_name, entry in spec.get(section, {}).items():
                 assert len(entry) > 1 and entry[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+
+
+def test_bad_sizes_are_refused_when_comfyui_validates_the_prompt():
+    sampler = NODE_CLASS_MAPPINGS["HYVS_T2VSampler"]
+    assert sampler.VALIDATE_INPUTS(width=960, height=544, num_frames=129) is True
+    assert sampler.VALIDATE_INPUTS(width=72, height=544, num_frames=129) == "width must be a positive multiple of 16, got 72"
+    assert sampler.VALIDATE_INPUTS(width=960, height=544, num_frames=6).startswith("num_frames must be 4k+1")
+    assert sampler.VALIDATE_INPUTS(width=4096, height=544, num_frames=129) == "width must be at most 2048, got 4096"
+    assert sampler.VALIDATE_INPUTS(width=None, height=544, num_frames=129) is True  # linked: checked at run time
+    decode = NODE_CLASS_MAPPINGS["HYVS_Decode"]
+    assert decode.VALIDATE_INPUTS(tile_size=256, tile_overlap=64, tile_frames=16, frame_overlap=4) is True
+    assert decode.VALIDATE_INPUTS(tile_size=256, tile_overlap=256, tile_frames=16, frame_overlap=4).startswith(
+        "tile_overlap must be a multiple of 8 below tile_size")

@@ -85,7 +85,7 @@ def api_key(provider: str, config_dir: Path | None) -> str:
     variable = KEY_VARIABLES[provider]
     key = _setting(variable, config_dir)
     if not key:
-        where = f" or in {Path(config_dir) / CONFIG_FILE_NAME}" if config_dir is not None else ""
+        where = f", or put it in {Path(config_dir) / CONFIG_FILE_NAME}" if config_dir is not None else ""
         raise MissingKey(
             f"{PROVIDER_NAMES[provider]}: no API key. Set the environment variable {variable}{where} "
             f'(JSON: {{"{variable}": "<your key>"}}). Keys are never taken from node inputs.',
