@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from ..pipelines.video_io import read_video_frames, write_mp4
+
 log = logging.getLogger("hunyuan_video_suite")
 
 try:  # ComfyUI's modules exist only inside a running ComfyUI.
@@ -231,16 +233,12 @@ class LocalVideo:
         self.fps = Fraction(fps).limit_denominator(1001)
 
     def save_to(self, path: str) -> None:
-        from ..pipelines.video_io import write_mp4
-
         if self.path is not None:
             Path(path).write_bytes(Path(self.path).read_bytes())
         else:
             write_mp4(self.frames, path, float(self.fps))
 
     def get_components(self):
-        from ..pipelines.video_io import read_video_frames
-
         if self.frames is not None:
             return self.frames, self.fps
         return read_video_frames(self.path)

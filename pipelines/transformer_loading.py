@@ -159,13 +159,13 @@ def load_transformer(path: str | Path, variant: str = "auto", dtype: str = "auto
 
 
 def _load_single_file(path: Path, variant: str, dtype: str, device) -> LoadedTransformer:
-    header_keys = checkpoints.read_safetensors_header(path) if path.suffix == ".safetensors" else None
-    if header_keys is not None:
-        stripped = checkpoints.strip_prefix(header_keys, COMFY_PREFIXES)
-        _require_authors_layout(stripped)
+    is_safetensors = path.suffix == ".safetensors"
+    if is_safetensors:  # refuse a wrong file from its header, before reading gigabytes
+        _require_authors_layout(checkpoints.strip_prefix(checkpoints.read_safetensors_header(path), COMFY_PREFIXES))
     state = checkpoints.strip_prefix(checkpoints.load_state_dict(path), COMFY_PREFIXES)
-    _require_authors_layout(state)
-    metadata = checkpoints.read_safetensors_metadata(path) if header_keys is not None else {}
+    if not is_safetensors:
+        _require_authors_layout(state)
+    metadata = checkpoints.read_safetensors_metadata(path) if is_safetensors else {}
     shapes = _shapes(state)
     chosen = variant if variant != "auto" else detect_variant(shapes, path.name, metadata)
     _check_variant_fits(shapes, chosen)
@@ -226,8 +226,7 @@ def _load_diffusers_folder(folder: Path, variant: str, dtype: str, device) -> Lo
     chosen = detected if variant == "auto" else variant
     if IMAGE_CONDITION_TYPE[chosen] != config.get("image_condition_type"):
         raise CheckpointError(f"{folder}: configured as {VARIANT_TITLES[detected]}, not {VARIANT_TITLES[chosen]}")
-    stored = DTYPES.get({"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(config.get("torch_dtype")), None)
-    target = resolve_dtype(dtype, stored or torch.bfloat16)
+    target = resolve_dtype(dtype, getattr(torch, str(config.get("torch_dtype")), torch.bfloat16))
     model = HunyuanVideoTransformer3DModel.from_pretrained(sub, torch_dtype=target, local_files_only=True)
     model.to(device).eval()
     return LoadedTransformer(model=model, variant=chosen, source=str(folder))

@@ -30,32 +30,33 @@ CONFIG_FILE = Path(__file__).parent / "configs" / "hunyuan_video_vae.json"
 VAE_PREFIXES = ("vae.", "first_stage_model.", "model.")
 EXPECTED = "a HunyuanVideo VAE (.safetensors in the authors' or ComfyUI's key layout, or a diffusers folder)"
 
-_COMFY_TO_DIFFUSERS = (
-    (r"^encoder\.down\.(\d+)\.block\.(\d+)\.", r"encoder.down_blocks.\1.resnets.\2."),
-    (r"^encoder\.down\.(\d+)\.downsample\.", r"encoder.down_blocks.\1.downsamplers.0."),
-    (r"^decoder\.up\.(\d+)\.block\.(\d+)\.", r"decoder.up_blocks.{level}.resnets.\2."),
-    (r"^decoder\.up\.(\d+)\.upsample\.", r"decoder.up_blocks.{level}.upsamplers.0."),
-    (r"^(encoder|decoder)\.mid\.block_1\.", r"\1.mid_block.resnets.0."),
-    (r"^(encoder|decoder)\.mid\.block_2\.", r"\1.mid_block.resnets.1."),
-    (r"^(encoder|decoder)\.mid\.attn_1\.norm\.", r"\1.mid_block.attentions.0.group_norm."),
-    (r"^(encoder|decoder)\.mid\.attn_1\.(q|k|v)\.", r"\1.mid_block.attentions.0.to_\2."),
-    (r"^(encoder|decoder)\.mid\.attn_1\.proj_out\.", r"\1.mid_block.attentions.0.to_out.0."),
-    (r"^(encoder|decoder)\.norm_out\.", r"\1.conv_norm_out."),
-    (r"\.nin_shortcut\.", ".conv_shortcut."),
+# ComfyUI's VAE names and diffusers' names, as (comfy, diffusers) templates read in both directions.
+# {i}, {j}: block indices; {level}: a decoder level, numbered from opposite ends in the two layouts.
+_NAME_PAIRS = (
+    ("encoder.down.{i}.block.{j}.", "encoder.down_blocks.{i}.resnets.{j}."),
+    ("encoder.down.{i}.downsample.", "encoder.down_blocks.{i}.downsamplers.0."),
+    ("decoder.up.{level}.block.{j}.", "decoder.up_blocks.{level}.resnets.{j}."),
+    ("decoder.up.{level}.upsample.", "decoder.up_blocks.{level}.upsamplers.0."),
+    ("{part}.mid.block_1.", "{part}.mid_block.resnets.0."),
+    ("{part}.mid.block_2.", "{part}.mid_block.resnets.1."),
+    ("{part}.mid.attn_1.norm.", "{part}.mid_block.attentions.0.group_norm."),
+    ("{part}.mid.attn_1.{qkv}.", "{part}.mid_block.attentions.0.to_{qkv}."),
+    ("{part}.mid.attn_1.proj_out.", "{part}.mid_block.attentions.0.to_out.0."),
+    ("{part}.norm_out.", "{part}.conv_norm_out."),
+    (".nin_shortcut.", ".conv_shortcut."),
 )
-_DIFFUSERS_TO_COMFY = (
-    (r"^encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"encoder.down.\1.block.\2."),
-    (r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample."),
-    (r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.", r"decoder.up.{level}.block.\2."),
-    (r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", r"decoder.up.{level}.upsample."),
-    (r"^(encoder|decoder)\.mid_block\.resnets\.0\.", r"\1.mid.block_1."),
-    (r"^(encoder|decoder)\.mid_block\.resnets\.1\.", r"\1.mid.block_2."),
-    (r"^(encoder|decoder)\.mid_block\.attentions\.0\.group_norm\.", r"\1.mid.attn_1.norm."),
-    (r"^(encoder|decoder)\.mid_block\.attentions\.0\.to_(q|k|v)\.", r"\1.mid.attn_1.\2."),
-    (r"^(encoder|decoder)\.mid_block\.attentions\.0\.to_out\.0\.", r"\1.mid.attn_1.proj_out."),
-    (r"^(encoder|decoder)\.conv_norm_out\.", r"\1.norm_out."),
-    (r"\.conv_shortcut\.", ".nin_shortcut."),
-)
+_PLACEHOLDERS = {"i": r"\d+", "j": r"\d+", "level": r"\d+", "part": "encoder|decoder", "qkv": "q|k|v"}
+
+
+def _template_pattern(template: str) -> re.Pattern:
+    pattern = re.escape(template)
+    for name, allowed in _PLACEHOLDERS.items():
+        pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>{allowed})")
+    return re.compile(pattern if template.startswith(".") else "^" + pattern)
+
+
+_COMFY_TO_DIFFUSERS = tuple((_template_pattern(comfy), diffusers) for comfy, diffusers in _NAME_PAIRS)
+_DIFFUSERS_TO_COMFY = tuple((_template_pattern(diffusers), comfy) for comfy, diffusers in _NAME_PAIRS)
 _ATTENTION_WEIGHT = re.compile(r"\.mid\.attn_1\.(q|k|v|proj_out)\.weight$|\.attentions\.0\.(to_q|to_k|to_v|to_out\.0)\.weight$")
 
 
@@ -76,33 +77,34 @@ def detect_vae_layout(keys) -> str:
     return "unknown"
 
 
-def _rename_all(state: Mapping[str, torch.Tensor], rules, levels_pattern: str) -> dict[str, torch.Tensor]:
+def _rename_all(state: Mapping[str, torch.Tensor], rules) -> dict[str, torch.Tensor]:
     """Apply `rules` to every key. Decoder levels are numbered from opposite ends in the two
-    layouts (ComfyUI's `up.0` is diffusers' last up block), so `{level}` is the mirrored index."""
-    levels = 1 + max((int(m.group(1)) for k in state if (m := re.match(levels_pattern, k))), default=-1)
+    layouts (ComfyUI's `up.0` is diffusers' last up block), so `{level}` is mirrored."""
+    levels = 1 + max((int(m["level"]) for k in state for pattern, _ in rules
+                      if "level" in pattern.groupindex and (m := pattern.search(k))), default=-1)
     out = {}
     for key, value in state.items():
-        new = key
-        for pattern, repl in rules:
-            match = re.search(pattern, new)
+        for pattern, target in rules:
+            match = pattern.search(key)
             if match:
-                if "{level}" in repl:
-                    repl = repl.replace("{level}", str(levels - 1 - int(match.group(1))))
-                new = re.sub(pattern, repl, new)
-        out[new] = value
+                names = match.groupdict()
+                if "level" in names:
+                    names["level"] = str(levels - 1 - int(names["level"]))
+                key = key[: match.start()] + target.format(**names) + key[match.end():]
+        out[key] = value
     return out
 
 
 def comfy_to_diffusers_vae(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """ComfyUI's VAE names -> diffusers names; its 1x1x1 attention convolutions become linear weights."""
-    out = _rename_all(state, _COMFY_TO_DIFFUSERS, r"^decoder\.up\.(\d+)\.")
+    out = _rename_all(state, _COMFY_TO_DIFFUSERS)
     return {k: (v.reshape(v.shape[0], v.shape[1]) if _ATTENTION_WEIGHT.search(k) and v.dim() > 2 else v)
             for k, v in out.items()}
 
 
 def diffusers_to_comfy_vae(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The inverse of `comfy_to_diffusers_vae` (used to write test files in ComfyUI's layout)."""
-    out = _rename_all(state, _DIFFUSERS_TO_COMFY, r"^decoder\.up_blocks\.(\d+)\.")
+    out = _rename_all(state, _DIFFUSERS_TO_COMFY)
     return {k: (v.reshape(*v.shape, 1, 1, 1) if _ATTENTION_WEIGHT.search(k) and v.dim() == 2 else v)
             for k, v in out.items()}
 
