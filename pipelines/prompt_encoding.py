@@ -46,7 +46,7 @@ def template_crop_start(tokenizer, template: str) -> int:
     return len(tokenizer(prefix, add_special_tokens=True)["input_ids"])
 
 
-def _ensure_pad_token(tokenizer) -> None:
+def ensure_pad_token(tokenizer) -> None:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
 
@@ -54,7 +54,7 @@ def _ensure_pad_token(tokenizer) -> None:
 @torch.no_grad()
 def encode_llm(encoders, prompt: str, device, template: str = T2V_TEMPLATE, max_tokens: int = MAX_PROMPT_TOKENS):
     tokenizer = encoders.llm_tokenizer
-    _ensure_pad_token(tokenizer)
+    ensure_pad_token(tokenizer)
     crop = template_crop_start(tokenizer, template)
     tokens = tokenizer(
         template.format(prompt),

@@ -14,6 +14,24 @@ from .prompt_encoding import TextEmbeds
 StepCallback = Callable[[int, int], None]  # (steps done, total); may raise to stop
 
 
+class LatentConditioning:
+    """How a job's image conditioning enters each step; this base adds none (text-to-video).
+
+    Image-to-video and reference-to-video subclass it: `model_input` builds what the transformer
+    sees from the current latents, `model_kwargs` adds inputs of the model call, and `fix` puts
+    back what must stay clean after each scheduler step.
+    """
+
+    def model_input(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+    def model_kwargs(self) -> dict:
+        return {}
+
+    def fix(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+
 @dataclass
 class SamplingSettings:
     steps: int = 50
@@ -45,8 +63,10 @@ def denoise(
     negative: TextEmbeds | None,
     settings: SamplingSettings,
     on_step: StepCallback | None = None,
+    conditioning: LatentConditioning | None = None,
 ) -> torch.Tensor:
     """Run the sampler from `latents` (float32, on the model's device) to the clean latent."""
+    conditioning = conditioning or LatentConditioning()
     device = latents.device
     dtype = model.dtype
     scheduler = make_scheduler(settings.flow_shift, settings.steps, device)
@@ -66,17 +86,18 @@ def denoise(
             pooled_projections=embeds.pooled,
             guidance=guidance,
             return_dict=False,
+            **conditioning.model_kwargs(),
         )[0]
 
     total = len(scheduler.timesteps)
     for index, t in enumerate(scheduler.timesteps):
-        model_input = latents.to(dtype)
+        model_input = conditioning.model_input(latents).to(dtype)
         timestep = t.expand(latents.shape[0]).to(latents.dtype)
         noise_pred = predict(positive, model_input, timestep)
         if use_cfg:
             negative_pred = predict(negative, model_input, timestep)
             noise_pred = negative_pred + settings.true_cfg * (noise_pred - negative_pred)
-        latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+        latents = conditioning.fix(scheduler.step(noise_pred, t, latents, return_dict=False)[0])
         if on_step is not None:
             on_step(index + 1, total)
     return latents

@@ -12,6 +12,7 @@ Two ways users keep them:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from transformers import (
 
 from .checkpoint_kinds import guess_checkpoint_kind
 from .checkpoints import CheckpointError, cast_state_dict, describe_mismatch, load_state_dict, strip_prefix
+from .vision_loading import LlavaVision, vision_of_llava
 
 CONFIGS = Path(__file__).parent / "configs"
 LLM_EXPECTED = "a Llama-3 text encoder (e.g. llava_llama3_fp8_scaled.safetensors)"
@@ -53,7 +55,9 @@ class TextEncoders:
     `llm(input_ids=..., attention_mask=..., output_hidden_states=True).hidden_states` gives the
     Llama hidden states; `clip(input_ids).pooler_output` the pooled CLIP vector. When a folder
     holds a whole LLaVA, `llava` keeps it (its vision tower is for image prompts) and `llm` is
-    its language model, sharing the weights.
+    its language model, sharing the weights. `vision` (the LLaVA vision tower and projector, for
+    image prompts) is the LLaVA's own, or loaded from ComfyUI's `clip_vision/` file; None when
+    only the text path was loaded.
     """
 
     llm: Any
@@ -61,10 +65,22 @@ class TextEncoders:
     clip: CLIPTextModel
     clip_tokenizer: Any
     llava: LlavaForConditionalGeneration | None = None
+    vision: LlavaVision | None = None
+
+    def modules(self) -> list[torch.nn.Module]:
+        """The distinct modules to move between devices (the LLaVA holds its vision tower)."""
+        parts = [self.llava or self.llm, self.clip]
+        if self.vision is not None and self.llava is None:
+            parts.append(self.vision)
+        return parts
+
+    def with_vision(self, vision: LlavaVision) -> "TextEncoders":
+        """The same encoders, reading images with `vision` too."""
+        return dataclasses.replace(self, vision=vision)
 
     def to(self, device) -> "TextEncoders":
-        (self.llava or self.llm).to(device)
-        self.clip.to(device)
+        for module in self.modules():
+            module.to(device)
         return self
 
 
@@ -309,4 +325,5 @@ def load_text_encoders_from_folder(folder: str | Path, dtype: torch.dtype = torc
     if clip_type not in ("clip_text_model", "clip"):
         raise CheckpointError(f"{clip_dir}: holds a {clip_type or 'model of unknown type'}, expected {CLIP_EXPECTED}")
     clip = _from_pretrained(CLIPTextModel, clip_dir, dtype, "a CLIP text model").to(device)
-    return TextEncoders(llm, llm_tokenizer, clip, clip_tokenizer, llava)
+    vision = vision_of_llava(llava) if llava is not None else None
+    return TextEncoders(llm, llm_tokenizer, clip, clip_tokenizer, llava, vision)

@@ -31,6 +31,7 @@ from transformers import (
 from .checkpoints import FP8_MARKER, SCALE_SUFFIX
 from .text_encoder_loading import TextEncoders, clip_constants, llama_constants, token_ids_within
 from .vae_loading import diffusers_to_comfy_vae, norm_groups_for, vae_constants
+from .vision_loading import LlavaVision, vision_constants, vision_of_llava
 
 LLAMA_SPECIAL_TOKENS = (
     "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<image>", "<pad>",
@@ -67,9 +68,11 @@ _WORDS = (
 TINY_LLM = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 2, "num_key_value_heads": 1,
             "intermediate_size": 512}
 TINY_CLIP = {"hidden_size": 128, "num_hidden_layers": 2, "intermediate_size": 256}
+TINY_VISION = {"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128, "image_size": 56, "patch_size": 14}
 TINY_VAE_WIDTHS = (8, 8, 8, 8)
-COMFY_LLM_FILE, COMFY_LLM_FP8_FILE, COMFY_CLIP_FILE = (
+COMFY_LLM_FILE, COMFY_LLM_FP8_FILE, COMFY_CLIP_FILE, COMFY_VISION_FILE = (
     "llava_llama3.safetensors", "llava_llama3_fp8_scaled.safetensors", "clip_l.safetensors",
+    "llava_llama3_vision.safetensors",
 )
 FP8_MAX = 448.0  # largest float8_e4m3fn value
 
@@ -166,7 +169,8 @@ def tiny_clip_config(vocab_size: int) -> CLIPTextConfig:
 def tiny_text_encoders(seed: int = 0, llava: bool = False) -> TextEncoders:
     """Llama-3-architecture LLM (width 256 = 2 heads of 128, 4 layers) and a CLIP text model
     (width 128, 2 layers) with their tiny tokenizers. `llava=True` wraps the LLM in a LLaVA
-    with a one-layer vision tower, as HunyuanVideo-I2V's text encoder is."""
+    whose vision tower (CLIP ViT, 2 layers of one 64-wide head, 56 px in 14 px patches: 16 image
+    tokens) reads image prompts, as HunyuanVideo-I2V's text encoder is."""
     llm_tokenizer, clip_tokenizer = tiny_llama_tokenizer(), tiny_clip_tokenizer()
     # fork_rng: seeding here leaves the caller's random stream as it was.
     with torch.random.fork_rng(devices=[]):
@@ -174,16 +178,19 @@ def tiny_text_encoders(seed: int = 0, llava: bool = False) -> TextEncoders:
         llm_config = tiny_llama_config(len(llm_tokenizer))
         whole = None
         if llava:
-            vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                      image_size=28, patch_size=14)
+            v = vision_constants()
+            vision = CLIPVisionConfig(**TINY_VISION, num_attention_heads=TINY_VISION["hidden_size"] // v["head_dim"],
+                                      hidden_act=v["hidden_act"], layer_norm_eps=v["layer_norm_eps"])
             whole = LlavaForConditionalGeneration(LlavaConfig(
-                text_config=llm_config, vision_config=vision, image_token_index=llm_tokenizer.convert_tokens_to_ids("<image>")
+                text_config=llm_config, vision_config=vision, image_token_index=llm_tokenizer.convert_tokens_to_ids("<image>"),
+                projector_hidden_act=v["projector_hidden_act"], vision_feature_layer=v["feature_layer"],
+                pad_token_id=llm_tokenizer.pad_token_id,
             )).eval()
             llm = whole.get_decoder()
         else:
             llm = LlamaModel(llm_config).eval()
         clip = CLIPTextModel(tiny_clip_config(len(clip_tokenizer))).eval()
-    return TextEncoders(llm, llm_tokenizer, clip, clip_tokenizer, whole)
+    return TextEncoders(llm, llm_tokenizer, clip, clip_tokenizer, whole, vision_of_llava(whole) if whole else None)
 
 
 def tiny_vae(seed: int = 0, latent_channels: int = 16) -> AutoencoderKLHunyuanVideo:
@@ -269,13 +276,27 @@ def _save_comfy_tokenizers(te: TextEncoders, folder: Path) -> tuple[Path, Path]:
     return llama_dir, clip_dir
 
 
+def save_vision(vision: LlavaVision, path: str | Path) -> Path:
+    """The vision tower and projector as ComfyUI's `clip_vision/llava_llama3_vision.safetensors` holds them."""
+    path = Path(path)
+    state = {}
+    for key, value in _plain_state(vision).items():
+        name = key.removeprefix("tower.") if key.startswith("tower.") else "multi_modal_projector." + key.removeprefix("projector.")
+        if not name.endswith("position_ids"):
+            state[name] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return path
+
+
 def save_text_encoders(te: TextEncoders, folder: str | Path, layout: str = "diffusers", fp8: bool = False) -> dict[str, Path]:
     """Write both encoders and tokenizers into `folder`, as users have them.
 
     `diffusers`: `text_encoder/` (the LLaVA when there is one), `tokenizer/`, `text_encoder_2/`,
     `tokenizer_2/`. `comfy`: `llava_llama3[_fp8_scaled].safetensors` (keys `model.*`, fp8 with
-    per-tensor scales when `fp8`), `clip_l.safetensors`, and `llama_tokenizer/` + `clip_tokenizer/`
-    shaped like ComfyUI's own. Returns the paths by role: folder, llm, clip, llm_tokenizer, clip_tokenizer.
+    per-tensor scales when `fp8`), `clip_l.safetensors`, `llava_llama3_vision.safetensors` when
+    there is a vision tower, and `llama_tokenizer/` + `clip_tokenizer/` shaped like ComfyUI's own.
+    Returns the paths by role: folder, llm, clip, llm_tokenizer, clip_tokenizer (and vision).
     """
     folder = Path(folder)
     if layout == "diffusers":
@@ -300,4 +321,7 @@ def save_text_encoders(te: TextEncoders, folder: str | Path, layout: str = "diff
     clip_path = folder / COMFY_CLIP_FILE
     save_file(clip_state, str(clip_path))
     llama_dir, clip_dir = _save_comfy_tokenizers(te, folder)
-    return {"folder": folder, "llm": llm_path, "clip": clip_path, "llm_tokenizer": llama_dir, "clip_tokenizer": clip_dir}
+    paths = {"folder": folder, "llm": llm_path, "clip": clip_path, "llm_tokenizer": llama_dir, "clip_tokenizer": clip_dir}
+    if te.vision is not None:
+        paths["vision"] = save_vision(te.vision, folder / COMFY_VISION_FILE)
+    return paths
