@@ -228,3 +228,43 @@ def test_wrong_inputs_are_refused_before_sampling(encoders, vae, image):
         setattr(request, field, value)
         with pytest.raises(ValueError, match=message):
             generate_i2v(_transformer(encoders, "i2v_v2"), v2, request)
+
+
+def test_same_seed_same_video(encoders, vae, image):
+    conditioning = prepare_i2v(encoders, vae, image, PROMPT, variant="i2v_v2", resolution="custom", width=WIDTH,
+                               height=HEIGHT, negative_prompt=None)
+    transformer = _transformer(encoders, "i2v_v2")
+    runs = [generate_i2v(transformer, conditioning, I2VRequest(num_frames=5, steps=2, seed=seed, mode="dynamic"))
+            for seed in (4, 4, 5)]
+    assert torch.equal(runs[0]["samples"], runs[1]["samples"])
+    assert not torch.allclose(runs[0]["samples"], runs[2]["samples"])
+
+
+def test_the_real_vision_file_layout_gives_576_tokens_of_llama_width():
+    """ComfyUI's llava_llama3_vision.safetensors layout (SPEC §2) at full size, on the meta device."""
+    from hunyuan_video_suite.pipelines.vision_loading import vision_from_state_dict
+
+    def meta(*shape):
+        return torch.empty(*shape, device="meta")
+
+    state = {
+        "vision_model.embeddings.class_embedding": meta(1024),
+        "vision_model.embeddings.patch_embedding.weight": meta(1024, 3, 14, 14),
+        "vision_model.embeddings.position_embedding.weight": meta(577, 1024),
+        "vision_model.pre_layrnorm.weight": meta(1024), "vision_model.pre_layrnorm.bias": meta(1024),
+        "vision_model.post_layernorm.weight": meta(1024), "vision_model.post_layernorm.bias": meta(1024),
+        "multi_modal_projector.linear_1.weight": meta(4096, 1024), "multi_modal_projector.linear_1.bias": meta(4096),
+        "multi_modal_projector.linear_2.weight": meta(4096, 4096), "multi_modal_projector.linear_2.bias": meta(4096),
+    }
+    for i in range(24):
+        layer = f"vision_model.encoder.layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            state[f"{layer}self_attn.{proj}.weight"], state[f"{layer}self_attn.{proj}.bias"] = meta(1024, 1024), meta(1024)
+        for norm in ("layer_norm1", "layer_norm2"):
+            state[f"{layer}{norm}.weight"], state[f"{layer}{norm}.bias"] = meta(1024), meta(1024)
+        state[f"{layer}mlp.fc1.weight"], state[f"{layer}mlp.fc1.bias"] = meta(4096, 1024), meta(4096)
+        state[f"{layer}mlp.fc2.weight"], state[f"{layer}mlp.fc2.bias"] = meta(1024, 4096), meta(1024)
+    vision = vision_from_state_dict(state, dtype=torch.bfloat16, device="meta")
+    config = vision.tower.config
+    assert (vision.image_size, vision.num_tokens, config.num_hidden_layers, config.num_attention_heads) == (336, 576, 24, 16)
+    assert vision.projector.linear_2.out_features == 4096
