@@ -5,10 +5,14 @@ When ComfyUI's frontend loads a workflow it restores the view saved in `extra.ds
 out for a big monitor, or saved with the view scrolled, opens partly off-screen on a laptop.
 
 The check assumes the frontend in a 1280x720 browser window, the smallest common desktop size (a
-bigger window only shows more). Measured on comfyui-frontend-package 1.58 (tests/test_frontend.py
-checks the same in the real frontend): the icon bar takes the left 64 px, the tab bar and the
-floating Run toolbar the top 90 px, the minimap and zoom controls the bottom-right corner. Below a
-scale of 0.6 the frontend draws nodes without their text (its low-quality zoom threshold).
+bigger window only shows more), and keeps clear of the panels of both the oldest supported and the
+newest frontend (tests/test_frontend.py checks the same in each of them). Measured in canvas pixels:
+- comfyui-frontend-package 1.58: the canvas fills the window; the icon bar covers the left 56 px,
+  the tab bar, breadcrumb and floating Run toolbar the top 90 px, the minimap and zoom controls
+  the corner right of x=1019 and below y=458.
+- 1.28: the canvas starts below the menu bar and right of the icon bar (1240x680); the workflow
+  tabs cover its top 38 px, the minimap and zoom controls the corner right of x=917, below y=415.
+Below a scale of 0.6 the frontend draws nodes without their text (its low-quality zoom threshold).
 
     python3 tests/comfy_check/framing.py                      # report every workflow in workflows/
     python3 tests/comfy_check/framing.py --write workflows/x.json   # set extra.ds to frame it
@@ -47,9 +51,9 @@ class Rect:
         return f"({self.left:.0f}, {self.top:.0f})-({self.right:.0f}, {self.bottom:.0f})"
 
 
-# Canvas pixels of the 1280x720 window where the graph is not under the frontend's panels.
-CANVAS_AREA = Rect(64, 90, 1272, 712)
-COVERED = (Rect(1019, 458, 1272, 712),)  # minimap and zoom controls
+# Canvas pixels of the 1280x720 window where the graph is under no panel of either frontend.
+CANVAS_AREA = Rect(64, 90, 1232, 672)
+COVERED = (Rect(917, 415, 1280, 720),)  # minimap and zoom controls
 MARGIN = 12
 
 
