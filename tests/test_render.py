@@ -153,3 +153,12 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_video(tmp_path):
     assert process.stderr.read().strip().splitlines()[-1] == "python3 -m pipelines.render: interrupted; no video written"
     assert out.read_bytes() == b"an earlier render"
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
+def test_the_readme_command_runs_from_any_folder(tmp_path):
+    """`bash .ci/render` takes relative paths from where it is run, like any command."""
+    result = subprocess.run(["bash", str(PACK_ROOT / ".ci" / "render"), "--output", "clip.gif"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("python3 -m pipelines.render: error: --output must end in .mp4, .mov, .mkv, "
+                                     "got 'clip.gif' (see --help)")
