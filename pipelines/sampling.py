@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
+from .prompt_encoding import TextEmbeds
+
 if TYPE_CHECKING:
     from diffusers import FlowMatchEulerDiscreteScheduler
-
-from .prompt_encoding import TextEmbeds
 
 StepCallback = Callable[[int, int], None]  # (steps done, total); may raise to stop
 
