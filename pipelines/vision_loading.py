@@ -77,8 +77,9 @@ def _llava_config(vision_config, text_width: int):
     c = vision_constants()
     return LlavaConfig(
         vision_config=vision_config,
+        # Only the projector is built from this config: the text side just names its width.
         text_config=LlamaConfig(hidden_size=text_width, num_hidden_layers=1, num_attention_heads=1,
-                                intermediate_size=1, vocab_size=1),
+                                intermediate_size=1, vocab_size=1, bos_token_id=None, eos_token_id=None),
         projector_hidden_act=c["projector_hidden_act"],
         vision_feature_layer=c["feature_layer"],
         vision_feature_select_strategy="default",
