@@ -35,7 +35,7 @@ CUSTOM_SIZES = ((1280, 720), (720, 1280), (896, 512), (512, 896))  # (width, hei
 CACHE_STEPS = 30
 CACHED_STEPS = frozenset({11, 12, 14, 15, 17, 18, 20, 21})
 CFG_BATCHING = ("auto", "batched", "sequential")
-# Activation memory of one more guidance branch, in hidden-state widths per token (bf16): a rough
+# Activation memory of one guidance branch, in hidden-state widths per token (bf16): a rough
 # rule read off the authors' peak figures (80 GB at 720p, 60 GB at 512x896, both with batched CFG).
 BRANCH_ACTIVATION_WIDTHS = 28
 
@@ -199,13 +199,13 @@ def require_custom(transformer) -> None:
         )
 
 
-def branches_fit_together(device, tokens: int, hidden: int, extra_branches: int) -> bool:
-    """Whether CUDA memory left can hold the activations of `extra_branches` more batched passes."""
+def branches_fit_together(device, tokens: int, hidden: int, branches: int) -> bool:
+    """Whether the CUDA memory left (weights already in place) holds the activations of `branches` passes at once."""
     device = torch.device(device)
-    if device.type != "cuda" or extra_branches == 0:
+    if device.type != "cuda" or branches < 2:
         return False
     free, _ = torch.cuda.mem_get_info(device)
-    return free > extra_branches * tokens * hidden * 2 * BRANCH_ACTIVATION_WIDTHS
+    return free > branches * tokens * hidden * 2 * BRANCH_ACTIVATION_WIDTHS
 
 
 def generate_custom(transformer, conditioning: CustomConditioning, request: CustomRequest, device="cpu",
@@ -231,7 +231,7 @@ def generate_custom(transformer, conditioning: CustomConditioning, request: Cust
     tokens = shape[2] * shape[3] * shape[4] // (model.config.patch_size ** 2) + conditioning.positive.prompt_embeds.shape[1]
     batched = request.cfg_batching == "batched" or (
         request.cfg_batching == "auto" and branches_fit_together(device, tokens, model.config.num_attention_heads
-                                                                 * model.config.attention_head_dim, branches - 1)
+                                                                 * model.config.attention_head_dim, branches)
     )
     settings = SamplingSettings(steps=request.steps, flow_shift=request.flow_shift, embedded_guidance=None,
                                 true_cfg=request.cfg, image_cfg=request.ip_cfg_scale, batch_branches=batched)

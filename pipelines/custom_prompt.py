@@ -45,17 +45,25 @@ def check_subject(subject: str) -> str:
 
 
 @torch.no_grad()
-def encode_custom_text(encoders, prompt: str, subject: str, square_image: torch.Tensor, device) -> tuple[TextEmbeds, int]:
+def encode_custom_text(encoders, prompt: str, subject: str, square_image: torch.Tensor, device,
+                       name: str = "prompt") -> tuple[TextEmbeds, int]:
     """One branch's embeds with the authors' (quirky) mask, and the number N of image tokens.
 
     `square_image` is IMAGE `[1, S, S, 3]` at the vision tower's size (already padded).
     """
     if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be text, got {type(prompt).__name__}")
+        raise TypeError(f"{name} must be text, got {type(prompt).__name__}")
     tokenizer = encoders.llm_tokenizer
     crop = template_crop_start(tokenizer, T2V_TEMPLATE)
+    text = custom_text(prompt, subject)
+    length = len(tokenizer(text)["input_ids"])
+    if length > MAX_PROMPT_TOKENS + crop:
+        raise ValueError(
+            f"{name} is too long for HunyuanCustom: with the sentence naming the subject it takes {length - crop} tokens, "
+            f"at most {MAX_PROMPT_TOKENS} fit (the authors' limit); shorten it"
+        )
     tokens = image_tokens(encoders, square_image, device)
-    states = llm_states_with_image(encoders, custom_text(prompt, subject), tokens, device, MAX_PROMPT_TOKENS + crop)
+    states = llm_states_with_image(encoders, text, tokens, device, MAX_PROMPT_TOKENS + crop)
     count = states.num_image_tokens
     start = states.image_start
     tokenizer_mask = torch.cat([states.mask[:, : start + 1], states.mask[:, start + count:]], dim=1)
@@ -79,6 +87,6 @@ def encode_custom_prompts(encoders, prompt: str, negative_prompt: str, subject: 
     subject = check_subject(subject)
     positive, _ = encode_custom_text(encoders, prompt, subject, reference_square, device)
     white = torch.ones_like(reference_square)
-    negative, count = encode_custom_text(encoders, negative_prompt, NEGATIVE_SUBJECT, white, device)
+    negative, count = encode_custom_text(encoders, negative_prompt, NEGATIVE_SUBJECT, white, device, "negative_prompt")
     negative = TextEmbeds(negative.prompt_embeds, shorten_mask(negative.attention_mask, count - 1), negative.pooled)
     return positive, negative

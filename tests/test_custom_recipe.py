@@ -137,6 +137,12 @@ def test_subject_word_is_checked(parts):
             prepare_custom(encoders, vae, torch.rand(1, 8, 8, 3), PROMPT, subject=bad, width=64, height=48)
 
 
+def test_a_prompt_that_would_lose_the_image_token_is_refused(parts):
+    encoders, vae, _ = parts
+    with pytest.raises(ValueError, match="prompt is too long for HunyuanCustom"):
+        prepare_custom(encoders, vae, torch.rand(1, 8, 8, 3), "cat " * 300, width=64, height=48)
+
+
 def test_text_encoders_without_vision_are_refused(parts):
     _, vae, _ = parts
     with pytest.raises(ValueError, match="llava_llama3_vision.safetensors"):
