@@ -226,3 +226,22 @@ def test_samplers_refuse_the_other_kind_of_transformer(parts):
 def test_bad_requests_are_named(changes, message):
     with pytest.raises(ValueError, match=message):
         CustomRequest(**changes).validate()
+
+
+def test_step_cache_skips_all_but_the_last_block_on_the_scheduled_steps(parts):
+    encoders, vae, transformer = parts
+    cond = prepare_custom(encoders, vae, torch.rand(1, 8, 8, 3), PROMPT, width=32, height=32)
+    model = transformer.model
+    calls = {"first": 0, "last": 0}
+    hooks = [model.transformer_blocks[0].register_forward_hook(lambda *_: calls.__setitem__("first", calls["first"] + 1)),
+             model.single_transformer_blocks[-1].register_forward_hook(lambda *_: calls.__setitem__("last", calls["last"] + 1))]
+    try:
+        request = dict(num_frames=1, steps=30, seed=4, cfg_batching="sequential")
+        cached = generate_custom(transformer, cond, CustomRequest(**request, step_cache=True))
+        assert calls == {"first": 2 * (30 - len(CACHED_STEPS)), "last": 2 * 30}  # two CFG branches a step
+        uncached = generate_custom(transformer, cond, CustomRequest(**request, step_cache=False))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert (cached - uncached).abs().max() > 1e-4
+    assert torch.isfinite(cached).all()
