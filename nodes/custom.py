@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..pipelines.custom import (
     CFG_BATCHING,
     CUSTOM_NEGATIVE_PROMPT,
+    CUSTOM_SIZES,
     CustomRequest,
     check_size,
     generate_custom,
@@ -20,7 +21,7 @@ from .types import CUSTOM_CONDITIONING, TEXT_ENCODERS, TRANSFORMER, VAE
 from .validation import validate
 
 CATEGORY = "HunyuanVideo Suite/custom"
-SIZES_TOOLTIP = "The authors' sizes: 1280x720, 720x1280, 896x512, 512x896 (width x height)."
+SIZES_TOOLTIP = "The authors' sizes (width x height): " + ", ".join(f"{w}x{h}" for w, h in CUSTOM_SIZES) + "."
 
 
 class HYVSCustomConditioning:

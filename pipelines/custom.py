@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-from .custom_prompt import CUSTOM_NEGATIVE_PROMPT, encode_custom_prompts
+from .custom_prompt import CUSTOM_NEGATIVE_PROMPT, DEFAULT_SUBJECT, encode_custom_prompts
 from .custom_transformer import CustomTransformer, LastBlockCache
 from .image_prompt import require_vision
 from .prompt_encoding import TextEmbeds
@@ -104,7 +104,7 @@ def check_size(width: int, height: int) -> None:
 
 
 def prepare_custom(encoders, vae, image: torch.Tensor, prompt: str, negative_prompt: str = CUSTOM_NEGATIVE_PROMPT,
-                   subject: str = "person", width: int = 1280, height: int = 720, device="cpu") -> CustomConditioning:
+                   subject: str = DEFAULT_SUBJECT, width: int = 1280, height: int = 720, device="cpu") -> CustomConditioning:
     """Encode the reference (VAE posterior and LLaVA tokens) and both prompts for a Custom job.
 
     `image` is ComfyUI's IMAGE `[B, H, W, 3]`; its first picture is the reference.
@@ -228,7 +228,8 @@ def generate_custom(transformer, conditioning: CustomConditioning, request: Cust
     white = sample_posterior(conditioning.white, generator).to(device)
     use_cfg = request.cfg > 1.0
     branches = 1 + use_cfg + (request.ip_cfg_scale > 0)
-    tokens = shape[2] * shape[3] * shape[4] // (model.config.patch_size ** 2) + conditioning.positive.prompt_embeds.shape[1]
+    frames_with_reference = shape[2] + 1
+    tokens = frames_with_reference * shape[3] * shape[4] // model.config.patch_size ** 2 + conditioning.positive.prompt_embeds.shape[1]
     batched = request.cfg_batching == "batched" or (
         request.cfg_batching == "auto" and branches_fit_together(device, tokens, model.config.num_attention_heads
                                                                  * model.config.attention_head_dim, branches)

@@ -55,7 +55,7 @@ class SamplingSettings:
     batch_branches: bool = False  # run the guidance passes of a step as one batch (faster, more memory)
 
     def image_cfg_at(self, index: int) -> float:
-        """The third branch's weight at step `index`, decayed as the authors do (their 1e-3 keeps it off 1/0)."""
+        """The third branch's weight at step `index`, decayed as the authors do (their 1e-3 guards a 1-step run)."""
         return self.image_cfg - index * (self.image_cfg - 1.0) / (self.steps - 1 + 1e-3)
 
 
