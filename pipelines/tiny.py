@@ -31,7 +31,7 @@ from transformers import (
 from .checkpoints import FP8_MARKER, SCALE_SUFFIX
 from .text_encoder_loading import TextEncoders, clip_constants, llama_constants, token_ids_within
 from .vae_loading import diffusers_to_comfy_vae, norm_groups_for, vae_constants
-from .vision_loading import LlavaVision, vision_constants, vision_of_llava
+from .vision_loading import FILE_TOWER_PREFIX, LlavaVision, vision_constants, vision_of_llava
 
 LLAMA_SPECIAL_TOKENS = (
     "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<image>", "<pad>",
@@ -280,8 +280,12 @@ def save_vision(vision: LlavaVision, path: str | Path) -> Path:
     """The vision tower and projector as ComfyUI's `clip_vision/llava_llama3_vision.safetensors` holds them."""
     path = Path(path)
     state = {}
+    tower_prefix = "" if hasattr(vision.tower, "vision_model") else FILE_TOWER_PREFIX
     for key, value in _plain_state(vision).items():
-        name = key.removeprefix("tower.") if key.startswith("tower.") else "multi_modal_projector." + key.removeprefix("projector.")
+        if key.startswith("tower."):
+            name = tower_prefix + key.removeprefix("tower.")
+        else:
+            name = "multi_modal_projector." + key.removeprefix("projector.")
         if not name.endswith("position_ids"):
             state[name] = value
     path.parent.mkdir(parents=True, exist_ok=True)

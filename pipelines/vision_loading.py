@@ -26,6 +26,7 @@ from .checkpoints import CheckpointError, cast_state_dict, describe_mismatch, lo
 CONFIG_FILE = Path(__file__).parent / "configs" / "llava_vision.json"
 EXPECTED = "the LLaVA vision tower and projector (e.g. llava_llama3_vision.safetensors)"
 UNUSED = ("vision_model.embeddings.position_ids", "visual_projection.weight")
+FILE_TOWER_PREFIX = "vision_model."
 
 
 def vision_constants() -> dict:
@@ -116,19 +117,30 @@ def vision_from_state_dict(state: Mapping[str, torch.Tensor], dtype=torch.bfloat
     llava_config = _llava_config(config, int(shapes["multi_modal_projector.linear_2.weight"][0]))
     with torch.device("meta"):
         module = LlavaVision(CLIPVisionModel(config), LlavaMultiModalProjector(llava_config), vision_constants()["feature_layer"])
-    renamed = {_module_key(k): v for k, v in state.items()}
+    nested = hasattr(module.tower, "vision_model")
+    renamed = {_module_key(k, nested): v for k, v in state.items()}
     problems = describe_mismatch(module.state_dict(), renamed)
     if problems:
         raise CheckpointError(f"{name}: an unknown LLaVA vision layout: tensors {problems}")
     module.load_state_dict(renamed, strict=True, assign=True)
+    _rebuild_position_ids(module)
     return module.to(device=device, dtype=dtype).eval()
 
 
-def _module_key(file_key: str) -> str:
-    """A file's tensor name as `LlavaVision` names it."""
+def _rebuild_position_ids(module: nn.Module) -> None:
+    """CLIP's position ids are a non-persistent buffer (not in the file), left empty by the meta-device build."""
+    for sub in module.modules():
+        ids = sub._buffers.get("position_ids")
+        if ids is not None and ids.is_meta:
+            sub.register_buffer("position_ids", torch.arange(ids.shape[-1]).expand(ids.shape), persistent=False)
+
+
+def _module_key(file_key: str, nested: bool) -> str:
+    """A file's tensor name as `LlavaVision` names it. The file says `vision_model.*`; transformers 5's
+    `CLIPVisionModel` holds those tensors at its top level (`nested` False), earlier ones under `vision_model`."""
     if file_key.startswith("multi_modal_projector."):
         return "projector." + file_key[len("multi_modal_projector."):]
-    return "tower." + file_key
+    return "tower." + (file_key if nested else file_key.removeprefix(FILE_TOWER_PREFIX))
 
 
 def load_vision(path: str | Path, dtype=torch.bfloat16, device="cpu") -> LlavaVision:

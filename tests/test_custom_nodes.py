@@ -43,11 +43,15 @@ def loaded(files):
     return transformer, vae, encoders, vision
 
 
-def test_custom_chain_of_nodes_renders_a_video(loaded):
+def test_custom_chain_of_nodes_renders_a_video(loaded, files):
     transformer, vae, encoders, vision = loaded
+    files, _ = files
     assert transformer.variant == "custom" and not transformer.model.config.guidance_embeds
     assert encoders.vision is None
-    with_vision = encoders.with_vision(vision)
+    with_vision = _node("HYVS_LoadLlavaVision")(encoders, str(files["vision"]))[0]
+    assert with_vision.vision.num_tokens == 16
+    pixels = torch.rand(1, 3, 56, 56)
+    torch.testing.assert_close(with_vision.vision(pixels), vision(pixels))  # the file holds the same tower
     image = torch.rand(1, 40, 24, 3, generator=torch.Generator().manual_seed(0))
     conditioning = _node("HYVS_CustomConditioning")(with_vision, vae, image, "a cat walks", CUSTOM_NEGATIVE_PROMPT,
                                                     "cat", 64, 48)[0]
