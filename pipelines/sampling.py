@@ -18,7 +18,8 @@ class LatentConditioning:
     """How a job's image conditioning enters each step; this base adds none (text-to-video).
 
     Image-to-video and reference-to-video subclass it: `model_input` builds what the transformer
-    sees from the current latents, `model_kwargs` adds inputs of the model call, and `fix` puts
+    sees from the current latents, `model_kwargs` adds inputs of the model call (`call_kwargs` when
+    they differ between guidance branches), `begin_step` hears which step comes next, and `fix` puts
     back what must stay clean after each scheduler step.
     """
 
