@@ -15,7 +15,6 @@ from ..pipelines.custom import (
 from ..pipelines.custom_prompt import DEFAULT_SUBJECT, check_subject
 from ..pipelines.image_prompt import require_vision
 from ..pipelines.t2v import MAX_SEED
-from ..pipelines.vision_loading import load_vision
 from . import host
 from .types import CUSTOM_CONDITIONING, TEXT_ENCODERS, TRANSFORMER, VAE
 from .validation import validate
@@ -117,36 +116,11 @@ class HYVSCustomSampler:
         return ({"samples": latents.cpu()},)
 
 
-class HYVSLoadLlavaVision:
-    DESCRIPTION = "Adds the LLaVA vision tower (clip_vision/llava_llama3_vision.safetensors) to the text encoders, for image prompts."
-    CATEGORY = "HunyuanVideo Suite/loaders"
-    RETURN_TYPES = (TEXT_ENCODERS,)
-    RETURN_NAMES = ("text_encoders",)
-    OUTPUT_TOOLTIPS = ("The same text encoders, now able to read images.",)
-    FUNCTION = "load"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "text_encoders": (TEXT_ENCODERS, {"tooltip": "From the text encoder loader."}),
-                "clip_vision": (host.model_files("clip_vision"), {"tooltip": "llava_llama3_vision.safetensors from models/clip_vision."}),
-            }
-        }
-
-    def load(self, text_encoders, clip_vision):
-        path = host.resolve_model_path("clip_vision", clip_vision)
-        vision = load_vision(path, dtype=text_encoders.llm.dtype, device=host.offload_device())
-        return (text_encoders.with_vision(vision),)
-
-
 NODE_CLASS_MAPPINGS = {
     "HYVS_CustomConditioning": HYVSCustomConditioning,
     "HYVS_CustomSampler": HYVSCustomSampler,
-    "HYVS_LoadLlavaVision": HYVSLoadLlavaVision,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "HYVS_CustomConditioning": "HunyuanVideo Suite: Custom Ref2V Conditioning",
     "HYVS_CustomSampler": "HunyuanVideo Suite: Custom Sampler",
-    "HYVS_LoadLlavaVision": "HunyuanVideo Suite: Load LLaVA Vision",
 }

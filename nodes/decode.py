@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..pipelines.decoding import TilingOptions, decode_latents
+from ..pipelines.i2v import DROP_FRAMES_KEY
 from . import host
 from .validation import validate
 from .types import VAE
@@ -45,6 +46,7 @@ class HYVSDecode:
         host.check_interrupt()
         with host.on_compute_device(vae):
             frames = decode_latents(vae, latents, tiling)
+        frames = frames[:, samples.get(DROP_FRAMES_KEY, 0):]  # I2V v1's first frames are not part of the video
         images = frames.reshape(-1, *frames.shape[2:])
         return (images, host.video_from_frames(images, fps))
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from .custom_prompt import CUSTOM_NEGATIVE_PROMPT, DEFAULT_SUBJECT, encode_custom_prompts
 from .custom_transformer import CustomTransformer, LastBlockCache
@@ -79,6 +78,8 @@ def reference_posterior(vae, image: torch.Tensor) -> torch.Tensor:
 
 def sample_posterior(parameters: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One draw from the posterior, scaled to the transformer's latent space, as the authors do."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
     draw = DiagonalGaussianDistribution(parameters).sample(generator=generator)
     return draw * vae_constants()["scaling_factor"]
 

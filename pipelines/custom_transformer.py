@@ -17,8 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers.models.embeddings import get_1d_rotary_pos_embed
-from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 REFERENCE_FRAME = -1  # RoPE time of the reference tokens
 
@@ -50,6 +48,8 @@ def token_positions(frames: int, height: int, width: int, reference: bool) -> to
 
 def rotary_embedding(model, positions: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin `[N, head_dim]` for `positions`, computed per axis as diffusers' HunyuanVideo RoPE does."""
+    from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
     rope = model.rope
     axes = [get_1d_rotary_pos_embed(rope.rope_dim[i], positions[i].to(device), rope.theta, use_real=True) for i in range(3)]
     return torch.cat([a[0] for a in axes], dim=1), torch.cat([a[1] for a in axes], dim=1)
@@ -130,4 +130,8 @@ class CustomTransformer:
         latent = m.proj_out(m.norm_out(latent[:, ref_tokens:], temb))
         latent = latent.reshape(batch, *grid, -1, p_t, p, p).permute(0, 4, 1, 5, 2, 6, 3, 7)
         out = latent.flatten(6, 7).flatten(4, 5).flatten(2, 3)
-        return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+        if not return_dict:
+            return (out,)
+        from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+        return Transformer2DModelOutput(sample=out)

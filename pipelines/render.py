@@ -1,6 +1,6 @@
 """The main job from the command line: render a text-to-video clip to an .mp4.
 
-    python3 -m pipelines.render --output clip.mp4                       # tiny built-in model, CPU, seconds
+    python3 -m pipelines.render --output outputs/clip.mp4              # tiny built-in model, CPU, seconds
     python3 -m pipelines.render --diffusers /models/HunyuanVideo --prompt "..." --output clip.mp4
     python3 -m pipelines.render --transformer t2v.safetensors --vae vae.safetensors \
         --llm llava_llama3_fp8_scaled.safetensors --clip clip_l.safetensors --tokenizers ./tokenizers ...
@@ -8,56 +8,48 @@
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-import torch
-
-from . import tiny
-from .decoding import TilingOptions, decode_latents
-from .prompt_encoding import encode_prompt
-from .t2v import T2VRequest, generate_t2v
-from .text_encoder_loading import load_text_encoders_from_files, load_text_encoders_from_folder
-from .tiny_transformer import tiny_transformer
-from .transformer_loading import DTYPES, LoadedTransformer, load_transformer
-from .vae_loading import load_vae
-from .video_io import write_mp4
+from .render_options import DEFAULT_DTYPE, DEMO_DEFAULTS, MODEL_DEFAULTS, build_parser, check_options, is_demo
 
 DEMO_NOTICE = (
     "DEMO: no model was given, so this ran a tiny random-weight model of the HunyuanVideo architecture on the CPU.\n"
     "      It proves the install works end to end; the video is noise, not a real clip."
 )
+PROG = "python3 -m pipelines.render"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python3 -m pipelines.render", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", default="hunyuan_video.mp4", help="the .mp4 to write")
-    parser.add_argument("--prompt", default="A cat walks on the grass, realistic style.")
-    parser.add_argument("--negative-prompt", default="", help="used only with --cfg above 1")
-    parser.add_argument("--diffusers", help="a diffusers-format HunyuanVideo folder (all components)")
-    parser.add_argument("--transformer", help="transformer file (authors' layout) or diffusers folder")
-    parser.add_argument("--vae", help="VAE file or diffusers vae folder")
-    parser.add_argument("--llm", help="Llama/LLaVA text encoder file (ComfyUI layout)")
-    parser.add_argument("--clip", help="CLIP-L file (ComfyUI layout)")
-    parser.add_argument("--tokenizers", help="folder with llama_tokenizer/ and clip_tokenizer/ (for --llm/--clip)")
-    parser.add_argument("--variant", default="auto")
-    parser.add_argument("--dtype", default="bf16", choices=list(DTYPES))
-    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
-    parser.add_argument("--width", type=int)
-    parser.add_argument("--height", type=int)
-    parser.add_argument("--frames", type=int)
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--guidance", type=float, default=6.0, help="embedded guidance")
-    parser.add_argument("--cfg", type=float, default=1.0, help="true CFG scale (1 = off)")
-    parser.add_argument("--shift", type=float, default=7.0, help="flow shift")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fps", type=float, default=24.0)
-    return parser.parse_args(argv)
+def parse_args(argv=None):
+    """The options, checked: a bad one exits with status 2 and one line, before any model loads."""
+    parser = build_parser(PROG, __doc__.split("\n\n")[0])
+    args = parser.parse_args(argv)
+    check_options(parser, args)
+    args.device = _check_device(parser, args.device)
+    return args
+
+
+def _check_device(parser, name: str | None):
+    if name is None:
+        return None
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        parser.error(f"--device must be cpu, cuda, cuda:N or another torch device, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {name}: no CUDA GPU is usable here (torch {torch.__version__})")
+    return device
 
 
 def _demo_models():
+    from . import tiny
+    from .tiny_transformer import tiny_transformer
+    from .transformer_loading import LoadedTransformer
+
     encoders = tiny.tiny_text_encoders(seed=0)
     vae = tiny.tiny_vae(seed=0)
     text_dim = encoders.llm.config.hidden_size
@@ -67,34 +59,44 @@ def _demo_models():
 
 
 def _real_models(args, dtype):
+    """The models the (already checked) options name."""
+    from .text_encoder_loading import load_text_encoders_from_files, load_text_encoders_from_folder
+    from .transformer_loading import load_transformer
+    from .vae_loading import load_vae
+
+    variant, dtype_name = args.variant or "auto", args.dtype or DEFAULT_DTYPE
     if args.diffusers:
         root = Path(args.diffusers)
-        transformer = load_transformer(root, variant=args.variant, dtype=args.dtype)
+        transformer = load_transformer(root, variant=variant, dtype=dtype_name)
         return transformer, load_vae(str(root / "vae"), dtype=dtype), load_text_encoders_from_folder(str(root), dtype=dtype)
-    missing = [name for name in ("transformer", "vae", "llm", "clip", "tokenizers") if not getattr(args, name)]
-    if missing:
-        raise SystemExit(f"give --diffusers, or all of --transformer --vae --llm --clip --tokenizers (missing: {', '.join('--' + m for m in missing)})")
     tokenizers = Path(args.tokenizers)
     encoders = load_text_encoders_from_files(
         args.llm, args.clip, str(tokenizers / "llama_tokenizer"), str(tokenizers / "clip_tokenizer"), dtype=dtype
     )
-    transformer = load_transformer(args.transformer, variant=args.variant, dtype=args.dtype)
+    transformer = load_transformer(args.transformer, variant=variant, dtype=dtype_name)
     return transformer, load_vae(args.vae, dtype=dtype), encoders
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    demo = not (args.diffusers or args.transformer)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not demo else "cpu"))
-    defaults = (128, 128, 9, 4) if demo else (960, 544, 129, 50)
+    import torch
+
+    from .decoding import TilingOptions, decode_latents
+    from .prompt_encoding import encode_prompt
+    from .t2v import T2VRequest, generate_t2v
+    from .transformer_loading import DTYPES
+
+    demo = is_demo(args)
+    device = args.device or torch.device("cuda" if torch.cuda.is_available() and not demo else "cpu")
+    defaults = DEMO_DEFAULTS if demo else MODEL_DEFAULTS
+    size = {name: defaults[name] if getattr(args, name) is None else getattr(args, name) for name in defaults}
     request = T2VRequest(
-        width=args.width or defaults[0], height=args.height or defaults[1], num_frames=args.frames or defaults[2],
-        steps=args.steps or defaults[3], embedded_guidance=args.guidance, true_cfg=args.cfg, flow_shift=args.shift,
-        seed=args.seed,
+        width=size["width"], height=size["height"], num_frames=size["frames"], steps=size["steps"],
+        embedded_guidance=args.guidance, true_cfg=args.cfg, flow_shift=args.shift, seed=args.seed,
     )
     request.validate()
     started = time.perf_counter()
-    transformer, vae, encoders = _demo_models() if demo else _real_models(args, DTYPES[args.dtype])
+    transformer, vae, encoders = _demo_models() if demo else _real_models(args, DTYPES[args.dtype or DEFAULT_DTYPE])
     print(f"loaded {transformer.source} ({transformer.variant}) in {time.perf_counter() - started:.1f} s", flush=True)
 
     for module in (encoders.llm, encoders.clip):
@@ -113,12 +115,39 @@ def main(argv=None) -> int:
     transformer.model.to("cpu")
     vae.to(device)
     frames = decode_latents(vae, latents, TilingOptions())[0]
-    path = write_mp4(frames, args.output, args.fps)
+    path = _write_whole(frames, Path(args.output), args.fps)
     print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}) in {time.perf_counter() - started:.1f} s")
     if demo:
         print(DEMO_NOTICE)
     return 0
 
 
+def _write_whole(frames, path: Path, fps: float) -> Path:
+    """Write under a temporary name beside `path`, then rename: an interrupted run leaves no short
+    video under the final name and never replaces an existing one."""
+    from .video_io import write_mp4
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        write_mp4(frames, partial, fps)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def run(argv=None) -> int:
+    """`main` as a command: Ctrl-C at any point is one line and status 130; a model that fails to load is one line."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; no video written", file=sys.stderr)
+        return 130
+    except ValueError as e:  # CheckpointError included: a file that passed the header check but does not load
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

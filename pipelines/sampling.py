@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
 
 from .prompt_encoding import TextEmbeds
+
+if TYPE_CHECKING:
+    from diffusers import FlowMatchEulerDiscreteScheduler
 
 StepCallback = Callable[[int, int], None]  # (steps done, total); may raise to stop
 
@@ -62,6 +64,8 @@ class SamplingSettings:
 
 def make_scheduler(flow_shift: float, steps: int, device) -> FlowMatchEulerDiscreteScheduler:
     """Euler flow matching with the authors' shift over sigmas 1 -> 1/steps, as diffusers' HunyuanVideo pipeline."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
     scheduler = FlowMatchEulerDiscreteScheduler(shift=flow_shift)
     sigmas = np.linspace(1.0, 0.0, steps + 1)[:-1]
     scheduler.set_timesteps(sigmas=sigmas, device=device)

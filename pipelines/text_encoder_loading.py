@@ -16,25 +16,19 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import transformers
 from packaging.version import Version
-from transformers import (
-    AutoTokenizer,
-    CLIPTextConfig,
-    CLIPTextModel,
-    LlamaConfig,
-    LlamaModel,
-    LlavaForConditionalGeneration,
-    PreTrainedTokenizerFast,
-)
 
 from .checkpoint_kinds import guess_checkpoint_kind
 from .checkpoints import CheckpointError, cast_state_dict, describe_mismatch, load_state_dict, strip_prefix
 from .vision_loading import LlavaVision, vision_of_llava
+
+if TYPE_CHECKING:
+    from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel, LlavaForConditionalGeneration
 
 CONFIGS = Path(__file__).parent / "configs"
 LLM_EXPECTED = "a Llama-3 text encoder (e.g. llava_llama3_fp8_scaled.safetensors)"
@@ -45,7 +39,7 @@ LLM_UNUSED = ("lm_head.", "language_model.lm_head.", "vision_tower.", "model.vis
               "multi_modal_projector.", "model.multi_modal_projector.", "image_newline")
 CLIP_UNUSED = ("text_projection.weight", "logit_scale", "embeddings.position_ids")
 # transformers >= 4.56 calls the load dtype `dtype`; older releases `torch_dtype`.
-_DTYPE_KW = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+_DTYPE_KW = "dtype" if Version(version("transformers")) >= Version("4.56") else "torch_dtype"
 
 
 @dataclass
@@ -109,6 +103,8 @@ def _count_layers(shapes: Mapping[str, Any], prefix: str) -> int:
 
 def derive_llama_config(shapes: Mapping[str, tuple[int, ...]]) -> LlamaConfig:
     """LlamaConfig from the shapes of a LlamaModel state dict (no `model.` prefix)."""
+    from transformers import LlamaConfig
+
     c = llama_constants()
     head_dim = c.pop("head_dim")
     vocab, hidden = shapes["embed_tokens.weight"]
@@ -127,6 +123,8 @@ def derive_llama_config(shapes: Mapping[str, tuple[int, ...]]) -> LlamaConfig:
 
 def derive_clip_config(shapes: Mapping[str, tuple[int, ...]]) -> CLIPTextConfig:
     """CLIPTextConfig from the shapes of a CLIP text model state dict (no `text_model.` prefix)."""
+    from transformers import CLIPTextConfig
+
     c = clip_constants()
     vocab, hidden = shapes["embeddings.token_embedding.weight"]
     return CLIPTextConfig(
@@ -167,6 +165,8 @@ def _build(cls, config, state: dict[str, torch.Tensor], dtype, device, name: str
 
 def llama_from_state_dict(state: Mapping[str, torch.Tensor], dtype=torch.bfloat16, device="cpu", name="LLM") -> LlamaModel:
     """A LlamaModel from the text part of a Llama/LLaVA file (fp8 scales applied); `name` for errors."""
+    from transformers import LlamaModel
+
     state = {k: v for k, v in state.items() if not k.startswith(LLM_UNUSED)}
     state = strip_prefix(state, LLM_PREFIXES)
     if "embed_tokens.weight" not in state or "layers.0.self_attn.q_proj.weight" not in state:
@@ -188,6 +188,8 @@ def _clip_text_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def clip_from_state_dict(state: Mapping[str, torch.Tensor], dtype=torch.bfloat16, device="cpu", name="CLIP") -> CLIPTextModel:
     """A CLIPTextModel from a CLIP-L file (ComfyUI's or transformers' naming); `name` for errors."""
+    from transformers import CLIPTextModel
+
     state = _clip_text_keys(state)
     if "embeddings.token_embedding.weight" not in state or "encoder.layers.0.mlp.fc1.weight" not in state:
         raise CheckpointError(f"{name}: expected {CLIP_EXPECTED}, but it holds {guess_checkpoint_kind(state)}")
@@ -201,6 +203,8 @@ def clip_from_state_dict(state: Mapping[str, torch.Tensor], dtype=torch.bfloat16
 def load_llama_tokenizer(folder: str | Path):
     """The Llama-3 tokenizer from local files. A `tokenizer.json` is used exactly as written
     (ComfyUI's says `LlamaTokenizer`, which would otherwise rebuild it as a SentencePiece one)."""
+    from transformers import PreTrainedTokenizerFast
+
     folder = Path(folder)
     if (folder / "tokenizer.json").is_file():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
@@ -225,6 +229,8 @@ def load_clip_tokenizer(folder: str | Path):
 
 
 def _auto_tokenizer(folder: Path, expected: str):
+    from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, TypeError, KeyError) as e:
@@ -304,6 +310,8 @@ def _from_pretrained(cls, path: Path, dtype, expected: str):
 
 def load_text_encoders_from_folder(folder: str | Path, dtype: torch.dtype = torch.bfloat16, device="cpu") -> TextEncoders:
     """`text_encoder/` (Llama or LLaVA), `tokenizer/`, `text_encoder_2/` (CLIP), `tokenizer_2/` of a diffusers folder."""
+    from transformers import CLIPTextModel, LlamaModel, LlavaForConditionalGeneration
+
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such folder; expected a diffusers folder with text_encoder/ and text_encoder_2/")

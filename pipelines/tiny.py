@@ -31,7 +31,7 @@ from transformers import (
 from .checkpoints import FP8_MARKER, SCALE_SUFFIX
 from .text_encoder_loading import TextEncoders, clip_constants, llama_constants, token_ids_within
 from .vae_loading import diffusers_to_comfy_vae, norm_groups_for, vae_constants
-from .vision_loading import FILE_TOWER_PREFIX, LlavaVision, vision_constants, vision_of_llava
+from .vision_loading import LlavaVision, file_key, vision_constants, vision_of_llava
 
 LLAMA_SPECIAL_TOKENS = (
     "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<image>", "<pad>",
@@ -279,15 +279,7 @@ def _save_comfy_tokenizers(te: TextEncoders, folder: Path) -> tuple[Path, Path]:
 def save_vision(vision: LlavaVision, path: str | Path) -> Path:
     """The vision tower and projector as ComfyUI's `clip_vision/llava_llama3_vision.safetensors` holds them."""
     path = Path(path)
-    state = {}
-    tower_prefix = "" if hasattr(vision.tower, "vision_model") else FILE_TOWER_PREFIX
-    for key, value in _plain_state(vision).items():
-        if key.startswith("tower."):
-            name = tower_prefix + key.removeprefix("tower.")
-        else:
-            name = "multi_modal_projector." + key.removeprefix("projector.")
-        if not name.endswith("position_ids"):
-            state[name] = value
+    state = {file_key(k): v for k, v in _plain_state(vision).items() if not k.endswith("position_ids")}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
     return path

@@ -11,14 +11,17 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import HunyuanVideoTransformer3DModel
 
 from . import checkpoints
 from .checkpoint_kinds import guess_checkpoint_kind
 from .checkpoints import CheckpointError
 from .transformer_keys import UnknownKeyError, authors_to_diffusers
+
+if TYPE_CHECKING:
+    from diffusers import HunyuanVideoTransformer3DModel
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 COMFY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")
@@ -176,6 +179,8 @@ def _load_single_file(path: Path, variant: str, dtype: str, device) -> LoadedTra
         converted = authors_to_diffusers(state)
     except UnknownKeyError as e:
         raise CheckpointError(f"unknown tensor {e.args[0]!r} for a HunyuanVideo transformer") from e
+    from diffusers import HunyuanVideoTransformer3DModel
+
     with torch.device("meta"):
         model = HunyuanVideoTransformer3DModel(**config)
     missing, unexpected = model.load_state_dict(converted, strict=False, assign=True)
@@ -227,6 +232,8 @@ def _load_diffusers_folder(folder: Path, variant: str, dtype: str, device) -> Lo
     if IMAGE_CONDITION_TYPE[chosen] != config.get("image_condition_type"):
         raise CheckpointError(f"{folder}: configured as {VARIANT_TITLES[detected]}, not {VARIANT_TITLES[chosen]}")
     target = resolve_dtype(dtype, getattr(torch, str(config.get("torch_dtype")), torch.bfloat16))
+    from diffusers import HunyuanVideoTransformer3DModel
+
     model = HunyuanVideoTransformer3DModel.from_pretrained(sub, torch_dtype=target, local_files_only=True)
     model.to(device).eval()
     return LoadedTransformer(model=model, variant=chosen, source=str(folder))

@@ -19,12 +19,15 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import AutoencoderKLHunyuanVideo
 
 from .checkpoint_kinds import guess_checkpoint_kind
 from .checkpoints import CheckpointError, cast_state_dict, describe_mismatch, load_state_dict, strip_prefix
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKLHunyuanVideo
 
 CONFIG_FILE = Path(__file__).parent / "configs" / "hunyuan_video_vae.json"
 VAE_PREFIXES = ("vae.", "first_stage_model.", "model.")
@@ -164,6 +167,8 @@ def vae_from_state_dict(
         config = derive_vae_config({k: tuple(v.shape) for k, v in state.items()})
     except KeyError as e:
         raise CheckpointError(f"{name}: looks like a VAE but lacks tensor {e.args[0]!r}; expected {EXPECTED}") from e
+    from diffusers import AutoencoderKLHunyuanVideo
+
     with torch.device("meta"):
         model = AutoencoderKLHunyuanVideo(**config)
     _check_tensors(model.state_dict(), state, name, config)
@@ -198,6 +203,8 @@ def load_vae_folder(path: str | Path, dtype: torch.dtype = torch.bfloat16, devic
         raise CheckpointError(
             f"{folder}: holds a {config.get('_class_name', 'model of unknown class')}, expected {EXPECTED}"
         )
+    from diffusers import AutoencoderKLHunyuanVideo
+
     try:
         model = AutoencoderKLHunyuanVideo.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
     except (OSError, ValueError, RuntimeError) as e:

@@ -25,8 +25,16 @@ from .checkpoints import CheckpointError, cast_state_dict, describe_mismatch, lo
 
 CONFIG_FILE = Path(__file__).parent / "configs" / "llava_vision.json"
 EXPECTED = "the LLaVA vision tower and projector (e.g. llava_llama3_vision.safetensors)"
+FILE_VISION_PREFIX, FILE_PROJECTOR_PREFIX = "vision_model.", "multi_modal_projector."
 UNUSED = ("vision_model.embeddings.position_ids", "visual_projection.weight")
-FILE_TOWER_PREFIX = "vision_model."
+
+
+def _file_name(key: str) -> str:
+    """Tensor names as ComfyUI's file has them, from a LLaVA's (`vision_tower.` with or without `vision_model.`)."""
+    if key.startswith("vision_tower."):
+        key = key.removeprefix("vision_tower.")
+        return key if key.startswith(FILE_VISION_PREFIX) else FILE_VISION_PREFIX + key
+    return key
 
 
 def vision_constants() -> dict:
@@ -107,7 +115,7 @@ def vision_from_state_dict(state: Mapping[str, torch.Tensor], dtype=torch.bfloat
     from transformers import CLIPVisionModel
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-    state = {k.removeprefix("vision_tower."): v for k, v in strip_prefix(dict(state), ("model.",)).items()}
+    state = {_file_name(k): v for k, v in strip_prefix(dict(state), ("model.",)).items()}
     state = {k: v for k, v in state.items() if k not in UNUSED}
     if "vision_model.embeddings.patch_embedding.weight" not in state or "multi_modal_projector.linear_1.weight" not in state:
         raise CheckpointError(f"{name}: expected {EXPECTED}, but it holds {guess_checkpoint_kind(state)}")
@@ -117,30 +125,37 @@ def vision_from_state_dict(state: Mapping[str, torch.Tensor], dtype=torch.bfloat
     llava_config = _llava_config(config, int(shapes["multi_modal_projector.linear_2.weight"][0]))
     with torch.device("meta"):
         module = LlavaVision(CLIPVisionModel(config), LlavaMultiModalProjector(llava_config), vision_constants()["feature_layer"])
-    nested = hasattr(module.tower, "vision_model")
+    nested = next(iter(module.tower.state_dict())).startswith(FILE_VISION_PREFIX)  # transformers < 5 nests the names
     renamed = {_module_key(k, nested): v for k, v in state.items()}
     problems = describe_mismatch(module.state_dict(), renamed)
     if problems:
         raise CheckpointError(f"{name}: an unknown LLaVA vision layout: tensors {problems}")
     module.load_state_dict(renamed, strict=True, assign=True)
-    _rebuild_position_ids(module)
+    _fill_position_ids(module)
     return module.to(device=device, dtype=dtype).eval()
 
 
-def _rebuild_position_ids(module: nn.Module) -> None:
-    """CLIP's position ids are a non-persistent buffer (not in the file), left empty by the meta-device build."""
-    for sub in module.modules():
-        ids = sub._buffers.get("position_ids")
+def _fill_position_ids(module: nn.Module) -> None:
+    """CLIP's `position_ids` is a buffer no file holds; a model built on `meta` needs it made."""
+    for owner in module.modules():
+        ids = owner._buffers.get("position_ids")
         if ids is not None and ids.is_meta:
-            sub.register_buffer("position_ids", torch.arange(ids.shape[-1]).expand(ids.shape), persistent=False)
+            owner._buffers["position_ids"] = torch.arange(ids.shape[-1]).expand(ids.shape)
 
 
 def _module_key(file_key: str, nested: bool) -> str:
-    """A file's tensor name as `LlavaVision` names it. The file says `vision_model.*`; transformers 5's
-    `CLIPVisionModel` holds those tensors at its top level (`nested` False), earlier ones under `vision_model`."""
-    if file_key.startswith("multi_modal_projector."):
-        return "projector." + file_key[len("multi_modal_projector."):]
-    return "tower." + (file_key if nested else file_key.removeprefix(FILE_TOWER_PREFIX))
+    """A file's tensor name as `LlavaVision` names it (`nested`: the CLIP model keeps `vision_model.`)."""
+    if file_key.startswith(FILE_PROJECTOR_PREFIX):
+        return "projector." + file_key.removeprefix(FILE_PROJECTOR_PREFIX)
+    return "tower." + (file_key if nested else file_key.removeprefix(FILE_VISION_PREFIX))
+
+
+def file_key(module_key: str) -> str:
+    """`LlavaVision`'s tensor name as ComfyUI's vision file names it."""
+    if module_key.startswith("projector."):
+        return FILE_PROJECTOR_PREFIX + module_key.removeprefix("projector.")
+    inner = module_key.removeprefix("tower.")
+    return inner if inner.startswith(FILE_VISION_PREFIX) else FILE_VISION_PREFIX + inner
 
 
 def load_vision(path: str | Path, dtype=torch.bfloat16, device="cpu") -> LlavaVision:

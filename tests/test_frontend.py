@@ -6,6 +6,13 @@ file meant for it, `app.graphToPrompt()` equals our own UI->API conversion, and 
 validation rules accept that prompt. The object_info served is our nodes plus the core file,
 with model folders holding exactly the files the workflows' `properties.models` list.
 
+It also opens framed: at the 1280x720 window the framing check assumes (comfy_check/framing.py),
+every node's corners and centre are on screen and under no panel of the frontend's own.
+
+All of it runs against each frontend `comfy_check.frontend_server.frontends()` finds: the newest
+comfyui-frontend-package (in the environment) and the oldest the pack supports (the floor in
+pyproject.toml, which `bash .ci/setup test` installs into .frontends/).
+
 Skips (loudly) only when no Chromium is installed at /usr/bin/chromium; `bash .ci/setup test`
 installs it.
 """
@@ -13,17 +20,22 @@ installs it.
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import pytest
 
 from comfy_check import samples
 from comfy_check.browser import CHROMIUM
+from comfy_check.framing import WINDOW
+from comfy_check.frontend_server import frontends
 from comfy_check.object_info import core_object_info, full_object_info, manifest_files, model_folders, validated_inputs
 from comfy_check.validator import check_workflow, is_api_format, shown_widget_values, validate_api, widget_layout
 from conftest import PACK_ROOT
 
 WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
 UI_WORKFLOWS = [p for p in WORKFLOWS if not is_api_format(json.loads(p.read_text(encoding="utf-8")))]
+FRONTENDS = frontends()
 
 
 def _input_images(workflows) -> list[str]:
@@ -36,8 +48,10 @@ def _input_images(workflows) -> list[str]:
     return sorted(names)
 
 
-@pytest.fixture(scope="module")
-def frontend():
+@pytest.fixture(scope="module", params=sorted(FRONTENDS) or ["none installed"])
+def frontend(request):
+    if request.param not in FRONTENDS:
+        pytest.fail("no comfyui-frontend-package installed: run `bash .ci/setup test`")
     if not CHROMIUM.exists():
         pytest.skip(
             "!!! FRONTEND CHECK SKIPPED: no Chromium at /usr/bin/chromium and it could not be installed "
@@ -59,8 +73,8 @@ def frontend():
     images = _input_images(workflows + [samples.ui_graph_features()])
     for loader in ("LoadImage", "LoadImageMask"):
         info[loader]["input"]["required"]["image"][0] = images
-    with FrontendServer(info, models) as server:
-        browser = Frontend(server.url)
+    with FrontendServer(info, models, static_root=FRONTENDS[request.param]) as server:
+        browser = Frontend(server.url, window=WINDOW)
         try:
             yield browser, info, checks, pack_error
         finally:
@@ -108,6 +122,30 @@ def test_shipped_workflow_loads_and_converts(frontend, path):
     assert pack_error is None, pack_error
     workflow = json.loads(path.read_text(encoding="utf-8"))
     _assert_loads_cleanly(browser.load(workflow), workflow, info, checks, path.name)
+
+
+@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=[p.name for p in UI_WORKFLOWS])
+def test_shipped_workflow_opens_framed(frontend, path):
+    browser = frontend[0]
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    browser.load(workflow)
+    screen = browser.nodes_on_screen()
+    ds = workflow["extra"]["ds"]
+    assert [screen["scale"], *screen["offset"]] == pytest.approx([ds["scale"], *ds["offset"]]), (
+        f"{path.name}: the frontend did not open the saved view extra.ds {ds}"
+    )
+    hidden = [f"node {n['id']} ({n['type']}) at {n['box']}: {', '.join(n['hidden'])}" for n in screen["nodes"] if n["hidden"]]
+    assert not hidden, f"{path.name} in a {screen['window']} window: " + "; ".join(hidden)
+    assert len(screen["nodes"]) == len(workflow["nodes"])
+
+
+def test_the_oldest_supported_frontend_is_checked():
+    """The floor in pyproject.toml is one of the frontends these tests run against (and not the only one)."""
+    if os.environ.get("COMFYUI_FRONTEND_ROOT"):
+        pytest.skip("COMFYUI_FRONTEND_ROOT names the one frontend to check")
+    floor = re.search(r'"comfyui-frontend-package>=([\d.]+)"', (PACK_ROOT / "pyproject.toml").read_text()).group(1)
+    assert floor in FRONTENDS, f"comfyui-frontend-package {floor} is not installed in .frontends/: run `bash .ci/setup test`"
+    assert len(FRONTENDS) >= 2, f"only {sorted(FRONTENDS)} installed: the newest release belongs in the environment"
 
 
 @pytest.mark.parametrize("variant", ["0.4", "schema-1"])

@@ -1,6 +1,8 @@
 """The pack imports the way ComfyUI imports it and exposes every node."""
 
 import importlib.util
+import json
+import subprocess
 import sys
 
 from conftest import PACK_ROOT
@@ -30,3 +32,29 @@ def test_every_local_node_is_registered_with_prefixed_ids():
         assert pack.NODE_DISPLAY_NAME_MAPPINGS[node_id].startswith("HunyuanVideo Suite")
         for type_name in cls.RETURN_TYPES:
             assert type_name.startswith("HYVS_") or type_name in {"LATENT", "IMAGE", "VIDEO", "STRING", "INT", "FLOAT"}
+
+
+# Inside ComfyUI torch is already loaded; everything heavier is imported on first use (nodes/__init__.py).
+_IMPORT_IN_FRESH_PYTHON = """
+import importlib.util, json, sys, time
+import torch
+started = time.perf_counter()
+spec = importlib.util.spec_from_file_location("ComfyUI-HunyuanVideo-Suite", sys.argv[1] + "/__init__.py",
+                                              submodule_search_locations=[sys.argv[1]])
+pack = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = pack
+spec.loader.exec_module(pack)
+print(json.dumps({"seconds": time.perf_counter() - started, "nodes": len(pack.NODE_CLASS_MAPPINGS),
+                  "loaded": sorted({name.split(".")[0] for name in sys.modules})}))
+"""
+
+
+def test_importing_the_pack_leaves_transformers_and_diffusers_unloaded():
+    result = subprocess.run([sys.executable, "-c", _IMPORT_IN_FRESH_PYTHON, str(PACK_ROOT)],
+                            capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["nodes"] > 0
+    heavy = {"transformers", "diffusers"} & set(report["loaded"])
+    assert not heavy, f"importing the pack imported {sorted(heavy)}: import them inside the function that uses them"
+    # Generous: about 0.3 s on a 2-core CPU today; transformers + diffusers alone take several seconds.
+    assert report["seconds"] < 2.0, f"importing the pack took {report['seconds']:.2f} s"

@@ -71,10 +71,43 @@ async (workflow) => {
 """
 
 
+# Where each node is on screen once the frontend has drawn the loaded view, and which of its corners
+# (and its centre) cannot be seen: off the window, or under a panel of the frontend's own (anything
+# hit-testable above the canvas that is not one of the nodes' own DOM widgets, such as a text box).
+NODES_ON_SCREEN = """
+async () => {
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  const canvas = window.app.canvas;
+  const element = canvas.canvas;
+  const rect = element.getBoundingClientRect();
+  const { scale, offset } = canvas.ds;
+  const title = window.LiteGraph.NODE_TITLE_HEIGHT;
+  const seen = (x, y) => {
+    if (x < 0 || y < 0 || x >= window.innerWidth || y >= window.innerHeight) return 'outside the window';
+    const hit = document.elementFromPoint(x, y);
+    if (hit === element || (hit && hit.closest('.dom-widget'))) return null;
+    return hit ? `under ${hit.tagName.toLowerCase()}.${String(hit.className).split(' ')[0]}` : 'nothing there';
+  };
+  const nodes = window.app.graph.nodes.map((n) => {
+    const left = rect.left + (n.pos[0] + offset[0]) * scale;
+    const top = rect.top + (n.pos[1] - title + offset[1]) * scale;
+    const right = rect.left + (n.pos[0] + n.size[0] + offset[0]) * scale;
+    const bottom = rect.top + (n.pos[1] + n.size[1] + offset[1]) * scale;
+    const probes = { 'top left': [left + 3, top + 3], 'top right': [right - 3, top + 3], 'bottom left': [left + 3, bottom - 3],
+                     'bottom right': [right - 3, bottom - 3], centre: [(left + right) / 2, (top + bottom) / 2] };
+    const hidden = Object.entries(probes).map(([name, [x, y]]) => [name, seen(x, y)]).filter(([, why]) => why)
+      .map(([name, why]) => `${name} ${why}`);
+    return { id: String(n.id), type: n.type, box: [left, top, right, bottom].map(Math.round), hidden };
+  });
+  return { scale, offset: Array.from(offset), window: [window.innerWidth, window.innerHeight], nodes };
+}
+"""
+
+
 class Frontend:
     """One browser and one page with the frontend loaded; `load(workflow)` may be called many times."""
 
-    def __init__(self, server_url: str, timeout_s: float = 90):
+    def __init__(self, server_url: str, timeout_s: float = 90, window: tuple[int, int] = (1280, 720)):
         from playwright.sync_api import sync_playwright
 
         self.url = server_url
@@ -84,7 +117,7 @@ class Frontend:
             # A persistent context on a fresh folder is Playwright's way to pass --user-data-dir.
             self._browser = self._pw.chromium.launch_persistent_context(
                 self._profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
-                viewport={"width": 1280, "height": 800},
+                viewport={"width": window[0], "height": window[1]},
             )
             self.page = self._browser.new_page()
             self.page.route("**/*", self._only_local)
@@ -115,6 +148,10 @@ class Frontend:
         result["errors"] += self.page_errors
         self.page_errors = []
         return result
+
+    def nodes_on_screen(self) -> dict:
+        """{scale, offset, window, nodes: [{id, type, box, hidden}]} for the graph loaded last."""
+        return self.page.evaluate(NODES_ON_SCREEN)
 
     def screenshot(self, path: str) -> None:
         self.page.screenshot(path=path)

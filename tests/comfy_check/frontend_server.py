@@ -44,6 +44,12 @@ MODEL_FOLDERS = (
 )
 
 
+# `.ci/setup test` installs the oldest comfyui-frontend-package the pack supports (the floor in
+# pyproject.toml's test extra) into .frontends/<version>/; the environment holds the newest.
+FRONTENDS_DIR = Path(__file__).resolve().parents[2] / ".frontends"
+PACKAGE = "comfyui_frontend_package"
+
+
 def frontend_root() -> Path:
     """The `static` folder of the installed comfyui-frontend-package (ImportError if absent).
 
@@ -61,6 +67,21 @@ def frontend_version() -> str:
     from importlib.metadata import version
 
     return version("comfyui-frontend-package")
+
+
+def frontends() -> dict[str, Path]:
+    """Version -> static folder of every frontend the workflow checks run against: the one in the
+    environment (or COMFYUI_FRONTEND_ROOT alone, when set) and each release under .frontends/."""
+    if os.environ.get("COMFYUI_FRONTEND_ROOT"):
+        return {"COMFYUI_FRONTEND_ROOT": frontend_root()}
+    found = {}
+    try:
+        found[frontend_version()] = frontend_root()
+    except ImportError:
+        pass
+    for info in sorted(FRONTENDS_DIR.glob(f"*/{PACKAGE}-*.dist-info")):
+        found.setdefault(info.name[len(PACKAGE) + 1:].removesuffix(".dist-info"), info.parent / PACKAGE / "static")
+    return found
 
 
 class _Handler(SimpleHTTPRequestHandler):
