@@ -49,7 +49,7 @@ class HYVST2VSampler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "transformer": (TRANSFORMER, {"tooltip": "A T2V (or Custom) transformer from the loader."}),
+                "transformer": (TRANSFORMER, {"tooltip": "A T2V transformer from the loader (HunyuanCustom has its own sampler)."}),
                 "positive": (TEXT_EMBEDS, {"tooltip": "The encoded prompt."}),
                 "width": ("INT", {"default": 960, "min": 16, "max": 2048, "step": 16, "tooltip": "Width in pixels, a multiple of 16. 540p buckets: 960x544, 544x960, 832x624, 624x832, 720x720."}),
                 "height": ("INT", {"default": 544, "min": 16, "max": 2048, "step": 16, "tooltip": "Height in pixels, a multiple of 16. 720p buckets: 1280x720, 720x1280, 1104x832, 832x1104, 960x960."}),

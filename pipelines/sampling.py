@@ -20,7 +20,8 @@ class LatentConditioning:
     """How a job's image conditioning enters each step; this base adds none (text-to-video).
 
     Image-to-video and reference-to-video subclass it: `model_input` builds what the transformer
-    sees from the current latents, `model_kwargs` adds inputs of the model call, and `fix` puts
+    sees from the current latents, `model_kwargs` adds inputs of the model call (`call_kwargs` when
+    they differ between guidance branches), `begin_step` hears which step comes next, and `fix` puts
     back what must stay clean after each scheduler step.
     """
 
@@ -29,6 +30,17 @@ class LatentConditioning:
 
     def model_kwargs(self) -> dict:
         return {}
+
+    def begin_step(self, index: int, total: int) -> None:
+        """Called before each step's model calls (step `index` of `total`, from 0)."""
+
+    def call_kwargs(self, branches: tuple[str, ...]) -> dict:
+        """Inputs of one model call covering guidance `branches` ("positive", "negative", "image"),
+        stacked on the batch axis in that order. By default every branch gets `model_kwargs()`."""
+        kwargs = self.model_kwargs()
+        if len(branches) == 1:
+            return kwargs
+        return {k: torch.cat([v] * len(branches)) if torch.is_tensor(v) else v for k, v in kwargs.items()}
 
     def fix(self, latents: torch.Tensor) -> torch.Tensor:
         return latents
@@ -40,6 +52,14 @@ class SamplingSettings:
     flow_shift: float = 7.0
     embedded_guidance: float | None = 6.0  # None for models without a guidance embedding
     true_cfg: float = 1.0  # > 1 runs a second, negative pass per step
+    # > 0 runs a third pass (HunyuanCustom's ip_cfg_scale): the positive prompt with the conditioning's
+    # "image" branch inputs, weighted from this value at the first step linearly down to 1 at the last.
+    image_cfg: float = 0.0
+    batch_branches: bool = False  # run the guidance passes of a step as one batch (faster, more memory)
+
+    def image_cfg_at(self, index: int) -> float:
+        """The third branch's weight at step `index`, decayed as the authors do (their 1e-3 guards a 1-step run)."""
+        return self.image_cfg - index * (self.image_cfg - 1.0) / (self.steps - 1 + 1e-3)
 
 
 def make_scheduler(flow_shift: float, steps: int, device) -> FlowMatchEulerDiscreteScheduler:
@@ -77,31 +97,50 @@ def denoise(
     positive = positive.to(device, dtype)
     use_cfg = negative is not None and settings.true_cfg > 1.0
     negative = negative.to(device, dtype) if use_cfg else None
+    use_image_cfg = use_cfg and settings.image_cfg > 0
+    if settings.image_cfg > 0 and not use_cfg:
+        raise ValueError("an image guidance branch (ip_cfg_scale) needs cfg above 1.0 and a negative prompt")
+    texts = {"positive": positive, "negative": negative, "image": positive}
+    branches = ("positive",) + (("negative",) if use_cfg else ()) + (("image",) if use_image_cfg else ())
+    groups = [branches] if settings.batch_branches and _same_length([texts[b] for b in branches]) else [(b,) for b in branches]
     guidance = None
     if settings.embedded_guidance is not None:
         guidance = torch.full((latents.shape[0],), settings.embedded_guidance * 1000.0, device=device, dtype=dtype)
 
-    def predict(embeds: TextEmbeds, model_input, timestep):
-        return model(
-            hidden_states=model_input,
-            timestep=timestep,
-            encoder_hidden_states=embeds.prompt_embeds,
-            encoder_attention_mask=embeds.attention_mask,
-            pooled_projections=embeds.pooled,
-            guidance=guidance,
+    def predict(group: tuple[str, ...], model_input, timestep) -> dict[str, torch.Tensor]:
+        n = len(group)
+        embeds = [texts[b] for b in group]
+        out = model(
+            hidden_states=model_input if n == 1 else torch.cat([model_input] * n),
+            timestep=timestep if n == 1 else torch.cat([timestep] * n),
+            encoder_hidden_states=torch.cat([e.prompt_embeds for e in embeds]),
+            encoder_attention_mask=torch.cat([e.attention_mask for e in embeds]),
+            pooled_projections=torch.cat([e.pooled for e in embeds]),
+            guidance=guidance if guidance is None or n == 1 else torch.cat([guidance] * n),
             return_dict=False,
-            **conditioning.model_kwargs(),
+            **conditioning.call_kwargs(group),
         )[0]
+        return dict(zip(group, out.chunk(n)))
 
     total = len(scheduler.timesteps)
     for index, t in enumerate(scheduler.timesteps):
+        conditioning.begin_step(index, total)
         model_input = conditioning.model_input(latents).to(dtype)
         timestep = t.expand(latents.shape[0]).to(latents.dtype)
-        noise_pred = predict(positive, model_input, timestep)
+        preds = {}
+        for group in groups:
+            preds.update(predict(group, model_input, timestep))
+        noise_pred = preds["positive"]
         if use_cfg:
-            negative_pred = predict(negative, model_input, timestep)
+            negative_pred = preds["negative"]
             noise_pred = negative_pred + settings.true_cfg * (noise_pred - negative_pred)
+        if use_image_cfg:
+            noise_pred = noise_pred + settings.image_cfg_at(index) * (preds["image"] - preds["positive"])
         latents = conditioning.fix(scheduler.step(noise_pred, t, latents, return_dict=False)[0])
         if on_step is not None:
             on_step(index + 1, total)
     return latents
+
+
+def _same_length(embeds: list[TextEmbeds]) -> bool:
+    return len({e.prompt_embeds.shape[1] for e in embeds}) == 1

@@ -18,7 +18,6 @@ VAE_TEMPORAL = 4
 VAE_SPATIAL = 8
 SIZE_MULTIPLE = 16
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
-T2V_CAPABLE = ("t2v", "custom")  # Custom without a reference is a plain text-to-video model with real CFG
 
 
 @dataclass
@@ -77,10 +76,13 @@ def generate_t2v(
     if request.true_cfg > 1.0 and negative is None:
         raise ValueError("cfg above 1.0 needs a negative prompt (connect the 'negative' input)")
     variant = getattr(transformer, "variant", "t2v")
-    if variant not in T2V_CAPABLE:
+    if variant == "custom":
         raise ValueError(
-            f"transformer is an image-to-video model ({variant}); text-to-video needs a t2v (or custom) transformer"
+            "transformer is the HunyuanCustom model, which needs a reference image and real CFG: use the "
+            "HunyuanVideo Suite Custom Ref2V Conditioning and Custom Sampler nodes"
         )
+    if variant != "t2v":
+        raise ValueError(f"transformer is an image-to-video model ({variant}); text-to-video needs a t2v transformer")
     model = transformer.model if hasattr(transformer, "model") else transformer
     has_guidance = model.config.guidance_embeds
     settings = SamplingSettings(
