@@ -13,7 +13,7 @@ from pathlib import Path
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")  # H.264 in any of these containers
 DTYPE_CHOICES = ("bf16", "fp16", "fp32")  # = transformer_loading.DTYPES (a test keeps them equal)
-VARIANT_CHOICES = ("auto", "t2v", "custom")  # auto + t2v.T2V_CAPABLE: what renders from text alone
+VARIANT_CHOICES = ("auto", "t2v")  # what renders from text alone (Custom needs its reference image)
 MAX_SEED = 2**64 - 1  # = t2v.MAX_SEED
 DEFAULT_OUTPUT = "outputs/hunyuan_video.mp4"
 DEMO_DEFAULTS = {"width": 128, "height": 128, "frames": 9, "steps": 4}
@@ -189,7 +189,7 @@ def _check_header(parser, option: str, path: Path, variant: str) -> None:
     if found not in kinds:
         parser.error(f"--{option}: {path.name} holds {found}; expected {expected}")
     if option == "transformer":
-        from .transformer_loading import COMFY_PREFIXES, detect_variant
+        from .transformer_loading import COMFY_PREFIXES, VARIANT_TITLES, detect_variant
 
         shapes = {k: tuple(v["shape"]) for k, v in strip_prefix(header, COMFY_PREFIXES).items()}
         try:
@@ -197,6 +197,6 @@ def _check_header(parser, option: str, path: Path, variant: str) -> None:
         except (CheckpointError, KeyError) as e:
             parser.error(f"--transformer: {path.name}: {e}")
         if chosen not in VARIANT_CHOICES:
-            parser.error(f"--transformer: {path.name} is an image-to-video model ({chosen}); this command renders "
-                         f"text-to-video: give a t2v or custom transformer")
+            parser.error(f"--transformer: {path.name} is {VARIANT_TITLES[chosen]}; this command renders "
+                         "text-to-video: give a t2v transformer (image-to-video and HunyuanCustom run in ComfyUI)")
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import PACK_ROOT
 from hunyuan_video_suite.pipelines import render_options, tiny
 from hunyuan_video_suite.pipelines.render import DEMO_NOTICE, main
-from hunyuan_video_suite.pipelines.t2v import MAX_SEED, T2V_CAPABLE
+from hunyuan_video_suite.pipelines.t2v import MAX_SEED
 from hunyuan_video_suite.pipelines.tiny_transformer import save_transformer, tiny_transformer
 from hunyuan_video_suite.pipelines.transformer_loading import DTYPES
 from hunyuan_video_suite.pipelines.video_io import read_video_frames
@@ -117,12 +117,12 @@ def test_every_model_path_is_checked_from_its_header(files, capsys, tmp_path):
 
 def test_an_image_to_video_transformer_is_refused_before_loading(files, capsys, tmp_path):
     err = _error_line(capsys, [*_model_args(files, transformer=files["i2v"]), "--output", str(tmp_path / "x.mp4")])
-    assert "--transformer: i2v.safetensors is an image-to-video model (i2v_v1)" in err
+    assert "--transformer: i2v.safetensors is image-to-video v1 (latent concat); this command renders text-to-video" in err
 
 
 def test_option_choices_match_the_engine():
     assert render_options.DTYPE_CHOICES == tuple(DTYPES)
-    assert render_options.VARIANT_CHOICES == ("auto", *T2V_CAPABLE)
+    assert render_options.VARIANT_CHOICES == ("auto", "t2v")
     assert render_options.MAX_SEED == MAX_SEED
 
 
