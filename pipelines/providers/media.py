@@ -115,14 +115,18 @@ def verify_video(path: Path | str, *, provider: str = "", request_id: str | None
                 raise ValueError("no video stream")
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 24)
-            decoded, size = 0, (0, 0)
-            for frame in container.decode(stream):
-                decoded, size = decoded + 1, (frame.width, frame.height)
-            if decoded == 0:
-                raise ValueError("no decodable frame")
             expected = int(stream.frames or 0)
             if not expected and stream.duration and stream.time_base:
                 expected = round(float(stream.duration * stream.time_base) * fps)
+            decoded, size = 0, (0, 0)
+            try:
+                for frame in container.decode(stream):
+                    decoded, size = decoded + 1, (frame.width, frame.height)
+            except av.error.FFmpegError as exc:
+                raise ValueError(f"decoding fails after {decoded} of {expected or '?'} frames ({exc}): the file is "
+                                 "truncated or damaged") from None
+            if decoded == 0:
+                raise ValueError("no decodable frame")
             if expected and decoded < expected - 1:
                 raise ValueError(f"only {decoded} of its {expected} frames decode: the file is truncated")
             return VideoInfo(decoded, size[0], size[1], fps)
@@ -163,7 +167,7 @@ async def spool(response: httpx.Response, sink: Sink, name: str, *, provider: st
     try:
         done = 0
         with os.fdopen(handle, "wb") as out:
-            async for chunk in response.aiter_bytes(1 << 16):
+            async for chunk in response.aiter_bytes():  # as it arrives (a fixed size would wait to fill it)
                 done += len(chunk)
                 if done > sink.max_bytes:
                     raise too_large

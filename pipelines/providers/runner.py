@@ -458,8 +458,8 @@ class JobRunner:
             step = int(10 * done / total) if total else done >> 23  # every 10 %, or every 8 MB when size unknown
             if step != shown[0]:
                 shown[0] = step
-                of = f" of {total / 2**20:.1f}" if total else ""
-                self._say(f"{name}: downloading the video · {done / 2**20:.1f}{of} MB")
+                of = f" of {_size(total)}" if total else ""
+                self._say(f"{name}: downloading the video · {_size(done)}{of}")
 
         return Sink(self.cache_dir, self.config.max_download_bytes, progress)
 
@@ -521,6 +521,10 @@ class JobRunner:
             timings["submitted_at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.state["submitted_at"]))
         return Outcome(Path(row.video_path), row.provider, row.model, row.request_id or "",
                        row.state.get("seed", row.seed), row.fingerprint, from_cache, resumed, timings, job.notes)
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MB" if count >= 2**20 else f"{count / 1024:.0f} KB"
 
 
 def run_blocking(coroutine_factory: Callable[[], object]):
