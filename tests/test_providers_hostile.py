@@ -154,7 +154,7 @@ def test_download_size_cap(provider_env, media, data_dir, fast, length):
 
 def test_cancel_during_a_stalled_download(provider_env, media, data_dir, fast):
     provider_env("wavespeed", queue_polls=0, run_polls=0)
-    media.style = {"drip_s": 5.0, "chunk": 16}
+    media.style = {"drip_s": 1.0, "chunk": 16}  # minutes for the whole file
     recorder = Recorder(stop_when=lambda text: "downloading the video ·" in text)
     with pytest.raises(E.Interrupted, match="during the download"):
         run(ws_t2v(), data_dir, fast, recorder)
@@ -343,22 +343,29 @@ TWIN_SCRIPT = textwrap.dedent("""
     from twin_pipelines.providers.service import run_job
 
     outcome = run_job(wavespeed.t2v_job(prompt="a fox in snow", seed=11), data_dir,
-                      config=RunnerConfig(poll_interval_s=0.02, timeout_s=60))
+                      config=RunnerConfig(poll_interval_s=0.02, max_poll_interval_s=0.05, timeout_s=60))
     print("REQUEST", outcome.request_id, outcome.from_cache)
 """)
 
 
 def test_two_processes_queueing_the_same_job_bill_once(provider_env, data_dir, fast):
-    fake = provider_env("wavespeed", queue_polls=40, run_polls=2)
-    fast.poll_interval_s = fast.max_poll_interval_s = 0.02
-    others = [subprocess.Popen([sys.executable, "-c", TWIN_SCRIPT, str(PACK_ROOT), str(data_dir)],
-                               env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for _ in range(2)]
-    mine = run(ws_t2v(), data_dir, fast)
-    for other in others:
-        out, err = other.communicate(timeout=120)
-        assert other.returncode == 0, err
-        assert f"REQUEST {mine.request_id}" in out
+    fake = provider_env("wavespeed", queue_polls=100_000, run_polls=2)
+    other = subprocess.Popen([sys.executable, "-c", TWIN_SCRIPT, str(PACK_ROOT), str(data_dir)], env=os.environ.copy(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):  # until the other process has submitted (bounded: 60 s)
+        if fake.jobs or other.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert fake.jobs, other.communicate()[1]
+
+    def release(text):  # once this process is waiting on the other one, let the remote job finish
+        if "already running elsewhere" in text:
+            fake.queue_polls = 0
+
+    mine = run(ws_t2v(), data_dir, fast, Recorder(stop_when=release))
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 0, err
+    assert f"REQUEST {mine.request_id} False" in out and mine.from_cache
     assert fake.billed == 1 and len(fake.requests("POST")) == 1
 
 
@@ -497,13 +504,12 @@ def test_request_ids_are_escaped_in_url_paths(provider_env, media, data_dir, fas
 JOURNAL_SCRIPT = textwrap.dedent("""
     import importlib.util, os, sys
     root, folder, me = sys.argv[1], sys.argv[2], sys.argv[3]
-    spec = importlib.util.spec_from_file_location("j_pipelines", os.path.join(root, "pipelines", "__init__.py"),
-                                                  submodule_search_locations=[os.path.join(root, "pipelines")])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["j_pipelines"] = module
-    spec.loader.exec_module(module)
-    from j_pipelines.providers import journal as J
-    for i in range(25):
+    here = os.path.join(root, "pipelines", "providers")  # the package without its __init__ (no torch import)
+    spec = importlib.util.spec_from_file_location("jp", os.path.join(here, "__init__.py"),
+                                                  submodule_search_locations=[here])
+    sys.modules["jp"] = importlib.util.module_from_spec(spec)
+    from jp import journal as J
+    for i in range(40):
         journal = J.Journal(os.path.join(folder, f"j{i}.sqlite3"))  # both processes create the same new files
         row, mine = journal.claim(f"{me}-{i}", J.new_owner(), 60, provider="fal", model="m", base_url="b", seed=i)
         row = journal.restart(row, i)
@@ -518,10 +524,25 @@ def test_two_processes_share_a_journal_without_lock_errors(tmp_path):
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-    for i in range(25):
+    for i in range(40):
         journal = J.Journal(tmp_path / f"j{i}.sqlite3")
         assert {journal.get(f"{me}-{i}").request_id for me in "ab"} == {f"a-{i}", f"b-{i}"}
         assert sqlite3.connect(tmp_path / f"j{i}.sqlite3").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_opening_waits_for_another_processes_write_lock(tmp_path):
+    """Switching a fresh file to WAL while another connection writes failed at once ("database is locked")."""
+    path = tmp_path / "j.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE other (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO other VALUES (1)")
+    timer = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    timer.start()
+    journal = J.Journal(path)
+    timer.join()
+    assert journal.get("fp") is None
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 # ----------------------------------------------------------------------------- settings
