@@ -28,7 +28,7 @@ from hunyuan_video_suite.pipelines.providers import errors as E
 from hunyuan_video_suite.pipelines.providers import fal, segmind, wavespeed
 from hunyuan_video_suite.pipelines.providers import journal as J
 from hunyuan_video_suite.pipelines.providers.base import Job
-from hunyuan_video_suite.pipelines.providers.http import RetryPolicy, rate_limit_wait
+from hunyuan_video_suite.pipelines.providers.http import MAX_ANSWER_BYTES, RetryPolicy, rate_limit_wait
 from hunyuan_video_suite.pipelines.providers.media import REFETCH_ATTEMPTS, verify_video
 from hunyuan_video_suite.pipelines.providers.netguard import media_client
 from hunyuan_video_suite.pipelines.providers.runner import SYNC_LOST, Outcome
@@ -173,6 +173,19 @@ def test_download_progress_is_shown(provider_env, media, data_dir, fast):
     run(fal_t2v(), data_dir, fast, recorder)
     shown = [t for t in recorder.texts if "downloading the video ·" in t and " KB" in t]
     assert shown and any(0.9 < f < 1.0 for f in recorder.fractions)
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["content-length", "no-length"])
+def test_oversized_api_answers_are_not_read_into_memory(provider_env, data_dir, fast, length):
+    fake = provider_env("fal", queue_polls=0, run_polls=0)
+    huge = b'{"status": "IN_QUEUE", "pad": "' + b"x" * (MAX_ANSWER_BYTES + 1024) + b'"}'
+    fake.status_glitches = [Reply(200, body=huge, headers={"content-type": "application/json"}, length=length)] * 9
+    with pytest.raises(E.ProviderUnavailable, match="AnswerTooLarge"):
+        run(fal_t2v(), data_dir, fast)
+    assert journal_row(data_dir, fal_t2v()).phase == J.PENDING  # resumable, nothing lost
+    fake.submit_replies = [Reply(200, body=huge, headers={"content-type": "application/json"}, length=length)]
+    with pytest.raises(E.SubmitUncertain):  # the job may have been accepted: never sent again blindly
+        run(fal_t2v(seed=8), data_dir, fast)
 
 
 def test_stale_partial_files_are_removed_on_the_next_start(provider_env, data_dir, fast):

@@ -174,6 +174,46 @@ async def submit_once(
     raise AssertionError("unreachable")
 
 
+MAX_ANSWER_BYTES = 8 << 20  # an API answer is a few KB of JSON; a larger one is refused, not held in memory
+
+
+def is_video_type(response: httpx.Response) -> bool:
+    """A body that is a video, judged from the headers before it is read (such bodies are streamed to disk)."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind.startswith("video/") or kind in ("application/octet-stream", "binary/octet-stream")
+
+
+class AnswerTooLarge(httpx.ReadError):
+    """An answer body beyond its limit: reading stops there (a transport error, so a submit stays uncertain)."""
+
+
+class _Capped(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, limit: int):
+        self._inner, self._limit = inner, limit
+
+    async def __aiter__(self):
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise AnswerTooLarge(f"the answer is larger than {self._limit} bytes; not read further")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def answer_limit(video_bytes: int) -> Callable[[httpx.Response], Awaitable[None]]:
+    """A response hook for API clients that bounds every body read into memory (MAX_ANSWER_BYTES) and
+    every video body (`video_bytes` plus slack, so the streaming writer's own cap and message come first)."""
+
+    async def cap(response: httpx.Response) -> None:
+        limit = video_bytes + (1 << 20) if is_video_type(response) else MAX_ANSWER_BYTES
+        response.stream = _Capped(response.stream, limit)
+
+    return cap
+
+
 def provider_message(response: httpx.Response, redact: Callable[[object], str]) -> str:
     """The provider's own error text (JSON `message`/`error`/`detail`), shortened and redacted."""
     text = ""

@@ -29,7 +29,7 @@ import httpx
 from . import errors as E
 from . import journal as J
 from .base import Job, Protocol, Result, Status
-from .http import RetryPolicy
+from .http import RetryPolicy, answer_limit
 from .media import REFETCH_ATTEMPTS, Sink, adopt, clean_stale_parts, download, file_sha256, spool, verify_video
 from .netguard import is_loopback_url, media_client
 
@@ -251,7 +251,8 @@ class JobRunner:
             raise E.ContentFlagged(f"{row.error} (recorded earlier; not submitted again: change the prompt or the seed)",
                                    provider=name, request_id=row.request_id)
         resumed = row.phase in (J.PENDING, J.RESULT)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.config.request_timeout_s, connect=10.0)) as client:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.config.request_timeout_s, connect=10.0),
+                                     event_hooks={"response": [answer_limit(self.config.max_download_bytes)]}) as client:
             if not resumed:
                 row = await self._submit(client, job, row)
             else:

@@ -17,7 +17,7 @@ import httpx
 
 from . import errors as E
 from .base import Job, Protocol, Result, Status, Submitted, check_float, check_int, check_text, json_number
-from .http import retrying, submit_once
+from .http import is_video_type, retrying, submit_once
 from .journal import JobRow
 
 MODEL = "hunyuan-video"
@@ -53,12 +53,6 @@ _STATUS_PHASES = {"QUEUED": "queued", "PENDING": "queued", "PROCESSING": "runnin
                   "CANCELLED": "cancelled", "CANCELED": "cancelled"}
 _URL_KEYS = ("output", "outputs", "video", "video_url", "output_url", "url", "result", "data")
 _API_URL_KEYS = frozenset({"status_url", "response_url", "cancel_url", "webhook_url"})
-
-
-def _is_video(response: httpx.Response) -> bool:
-    """Judged from the headers, before the body is read (a video body is streamed to disk, never held)."""
-    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    return kind.startswith("video/") or kind in ("application/octet-stream", "binary/octet-stream")
 
 
 def _find_url(value, depth: int = 0) -> str | None:
@@ -134,7 +128,7 @@ class Segmind(Protocol):
                                   policy=self.policy, pause=self.pause, what="result", provider=self.name,
                                   request_id=row.request_id)
         try:
-            if response.status_code == 200 and _is_video(response):
+            if response.status_code == 200 and is_video_type(response):
                 return Result(video_file=await self.spool(response, row.request_id))
             await response.aread()
         finally:
