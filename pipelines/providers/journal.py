@@ -199,7 +199,8 @@ class Journal:
                            [json.dumps(row.state) if c == "state" else getattr(row, c) for c in _COLUMNS])
             else:
                 row.owner, row.lease_until = owner, now + lease_s
-                db.execute("UPDATE jobs SET owner=?, lease_until=? WHERE fingerprint=?", (owner, row.lease_until, fingerprint))
+                db.execute("UPDATE jobs SET owner=?, lease_until=? WHERE fingerprint=?",
+                           (owner, row.lease_until, fingerprint))
             db.execute("COMMIT")
         return row, True
 
@@ -207,7 +208,8 @@ class Journal:
         """Extend the owner's lease (the runner does this in the background while it works)."""
         until = time.time() + lease_s
         with self._lock, self._connect() as db:
-            db.execute("UPDATE jobs SET lease_until=? WHERE fingerprint=? AND owner=?", (until, row.fingerprint, row.owner))
+            db.execute("UPDATE jobs SET lease_until=? WHERE fingerprint=? AND owner=?",
+                       (until, row.fingerprint, row.owner))
         row.lease_until = until
 
     def release(self, row: JobRow) -> None:
@@ -234,7 +236,8 @@ class Journal:
         values = [json.dumps(row.state) if c == "state" else getattr(row, c) for c in names]
         with self._lock, self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            cursor = db.execute(f"UPDATE jobs SET {','.join(c + '=?' for c in names)} WHERE fingerprint=? AND owner IS ?",
+            assignments = ",".join(c + "=?" for c in names)
+            cursor = db.execute(f"UPDATE jobs SET {assignments} WHERE fingerprint=? AND owner IS ?",
                                 [*values, row.fingerprint, row.owner])
             if cursor.rowcount != 1:
                 db.execute("ROLLBACK")

@@ -251,8 +251,9 @@ class JobRunner:
             raise E.ContentFlagged(f"{row.error} (recorded earlier; not submitted again: change the prompt or the seed)",
                                    provider=name, request_id=row.request_id)
         resumed = row.phase in (J.PENDING, J.RESULT)
+        limit = answer_limit(self.config.max_download_bytes)
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.config.request_timeout_s, connect=10.0),
-                                     event_hooks={"response": [answer_limit(self.config.max_download_bytes)]}) as client:
+                                     event_hooks={"response": [limit]}) as client:
             if not resumed:
                 row = await self._submit(client, job, row)
             else:
@@ -267,10 +268,12 @@ class JobRunner:
         return self._outcome(row, job, from_cache=False, resumed=resumed)
 
     def _cached(self, row: J.JobRow) -> bool:
-        return bool(row.video_path and Path(row.video_path).is_file() and file_sha256(row.video_path) == row.video_sha256)
+        path = row.video_path
+        return bool(path and Path(path).is_file() and file_sha256(path) == row.video_sha256)
 
     def _from_cache(self, row: J.JobRow, job: Job) -> Outcome:
-        self._say(f"{self.protocol.name}: served from the local cache (request id {row.request_id}); nothing was billed")
+        self._say(f"{self.protocol.name}: served from the local cache (request id {row.request_id}); "
+                  "nothing was billed")
         self._notify(self.callbacks.fraction, 1.0)
         return self._outcome(row, job, from_cache=True, resumed=True)
 
@@ -285,8 +288,8 @@ class JobRunner:
             row = self._record(row, "found unfinished submit", phase=J.UNCERTAIN)
         return E.SubmitUncertain(
             f"{name}: an earlier submit of this exact job ({when}) may have reached the provider, but no request id "
-            f"was recorded, so it is not submitted again (that could bill twice). Check your dashboard at the provider; "
-            f"to submit anyway, {RESUBMIT_HINT}.", provider=name)
+            "was recorded, so it is not submitted again (that could bill twice). Check your dashboard at the "
+            f"provider; to submit anyway, {RESUBMIT_HINT}.", provider=name)
 
     async def _submit(self, client: httpx.AsyncClient, job: Job, row: J.JobRow) -> J.JobRow:
         name = self.protocol.name
@@ -353,7 +356,8 @@ class JobRunner:
         """Verify a spooled video and cache it (DONE); InvalidVideo (file removed) when it is not whole."""
         path = self._cache_path(row)
         sha = adopt(tmp, path, provider=self.protocol.name, request_id=row.request_id)
-        return self._record(row, detail, phase=J.DONE, request_id=row.request_id, video_path=str(path), video_sha256=sha)
+        return self._record(row, detail, phase=J.DONE, request_id=row.request_id, video_path=str(path),
+                            video_sha256=sha)
 
     def _adopt_left_file(self, row: J.JobRow) -> J.JobRow:
         """A synchronous answer already moved into the cache by a run that died before journaling it."""

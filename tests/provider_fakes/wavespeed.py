@@ -63,7 +63,8 @@ class WaveSpeedFake(ProviderFake):
         done = status == "completed"
         return {"id": job["id"], "model": job["model"], "status": status,
                 "outputs": [self.output_url or self.media.add(job["file"] + ".mp4")] if done else [],
-                "urls": {"get": f"{self.url}/api/{version}/predictions/{job['id']}/result"} if self.with_get_url else {},
+                "urls": ({"get": f"{self.url}/api/{version}/predictions/{job['id']}/result"}
+                         if self.with_get_url else {}),
                 "has_nsfw_contents": [self.nsfw] if done else [], "created_at": "2025-01-01T00:00:00Z",
                 "error": self.fail_with if status == "failed" else "", "timings": {"inference": 1234 if done else 0}}
 
