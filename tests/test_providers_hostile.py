@@ -29,7 +29,7 @@ from hunyuan_video_suite.pipelines.providers import fal, segmind, wavespeed
 from hunyuan_video_suite.pipelines.providers import journal as J
 from hunyuan_video_suite.pipelines.providers.base import Job
 from hunyuan_video_suite.pipelines.providers.http import MAX_ANSWER_BYTES, RetryPolicy, rate_limit_wait
-from hunyuan_video_suite.pipelines.providers.media import REFETCH_ATTEMPTS, verify_video
+from hunyuan_video_suite.pipelines.providers.media import REFETCH_ATTEMPTS, Sink, spool, verify_video
 from hunyuan_video_suite.pipelines.providers.netguard import media_client
 from hunyuan_video_suite.pipelines.providers.runner import SYNC_LOST, Outcome
 from hunyuan_video_suite.pipelines.providers.service import JOURNAL_FILE, config_from_env
@@ -164,6 +164,19 @@ def test_cancel_during_a_stalled_download(provider_env, media, data_dir, fast):
             break
         time.sleep(0.1)
     assert media.sent and media.sent[0][0] < media.sent[0][1]
+
+
+def test_each_body_gets_its_own_temporary_file(tmp_path, media):
+    async def two_at_once():
+        sink = Sink(tmp_path, 1 << 20)
+        async with httpx.AsyncClient() as client:
+            async with client.stream("GET", media.add("a.mp4")) as one, client.stream("GET", media.add("a.mp4")) as two:
+                return await asyncio.gather(spool(one, sink, "same.mp4", provider="p", request_id="r"),
+                                            spool(two, sink, "same.mp4", provider="p", request_id="r"))
+
+    first, second = asyncio.run(two_at_once())
+    assert first != second and first.read_bytes() == second.read_bytes() == media.video
+    assert first.name.startswith("same.mp4.") and first.suffix == ".part"
 
 
 def test_download_progress_is_shown(provider_env, media, data_dir, fast):
@@ -379,6 +392,27 @@ def test_two_processes_queueing_the_same_job_bill_once(provider_env, data_dir, f
     out, err = other.communicate(timeout=120)
     assert other.returncode == 0, err
     assert f"REQUEST {mine.request_id} False" in out and mine.from_cache
+    assert fake.billed == 1 and len(fake.requests("POST")) == 1
+
+
+def test_waiter_takes_over_when_the_first_process_is_killed(provider_env, data_dir, fast):
+    fake = provider_env("wavespeed", queue_polls=100_000, run_polls=1)
+    other = subprocess.Popen([sys.executable, "-c", TWIN_SCRIPT, str(PACK_ROOT), str(data_dir)], env=os.environ.copy(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):  # until the other process has submitted (bounded: 60 s)
+        if fake.jobs or other.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert fake.jobs, other.communicate()[1]
+
+    def kill_the_owner(text):  # kill -9 the first process while this one waits on it
+        if "already running elsewhere" in text:
+            other.kill()
+            other.wait()
+            fake.queue_polls = 0
+
+    outcome = run(ws_t2v(), data_dir, fast, Recorder(stop_when=kill_the_owner))
+    assert outcome.resumed and outcome.request_id == next(iter(fake.jobs))
     assert fake.billed == 1 and len(fake.requests("POST")) == 1
 
 
