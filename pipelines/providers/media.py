@@ -154,7 +154,8 @@ async def spool(response: httpx.Response, sink: Sink, name: str, *, provider: st
     the cap; the partial file is removed on any failure.
     """
     suffix = f" [request id {request_id}]" if request_id else ""
-    announced = int(response.headers.get("content-length") or 0) or None
+    length = response.headers.get("content-length", "").strip()
+    announced = int(length) if length.isdigit() and int(length) > 0 else None  # a garbage header is no size
     too_large = E.DownloadTooLarge(
         f"{provider}: the video is larger than the download cap of {sink.max_bytes / 2**20:.0f} MB "
         f"(HYVS_API_MAX_DOWNLOAD_MB); raise the cap and queue the same job again to fetch it{suffix}",
