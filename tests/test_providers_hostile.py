@@ -296,6 +296,21 @@ def test_crash_during_the_synchronous_call_is_reported_not_repaid(provider_env, 
     assert outcome.video_path.read_bytes() == media.video and len(fake.jobs) == billed + 1
 
 
+def test_synchronous_answer_cached_just_before_a_crash_is_served(provider_env, media, data_dir, fast):
+    """Killed between moving the verified answer into the cache and journaling it: the file is adopted."""
+    fake = provider_env("segmind")
+    job = sg_t2v()
+    journal = J.Journal(data_dir / JOURNAL_FILE)
+    row, _ = journal.claim(job.fingerprint, "elsewhere:1:dead", 0.0, provider="segmind", model=job.model,
+                           base_url=fake.url, seed=job.seed)
+    journal.update(journal.restart(row, job.seed), "synchronous call started", phase=J.SYNC, state={"api": "v1"})
+    (data_dir / "api_cache").mkdir(parents=True)
+    (data_dir / "api_cache" / f"segmind-{job.fingerprint[:40]}.mp4").write_bytes(media.video)
+    outcome = run(job, data_dir, fast)
+    assert outcome.from_cache and outcome.video_path.read_bytes() == media.video
+    assert fake.seen == [] and journal_row(data_dir, job).phase == J.DONE
+
+
 def test_truncated_synchronous_answer_is_lost_not_cached(provider_env, media, data_dir, fast, faststart):
     fake = provider_env("segmind")
     fake.v2_enabled = False
