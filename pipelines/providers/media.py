@@ -192,18 +192,15 @@ def adopt(tmp: Path, dest: Path, *, provider: str, request_id: str | None) -> st
         tmp.unlink(missing_ok=True)
 
 
-def clean_stale_parts(folder: Path, older_than_s: float = STALE_PART_S) -> list[Path]:
+def clean_stale_parts(folder: Path, older_than_s: float = STALE_PART_S) -> None:
     """Remove `*.part` files a killed run left behind (a live download keeps its file fresh)."""
-    removed = []
     limit = time.time() - older_than_s
     for path in Path(folder).glob("*.part"):
         try:
             if path.stat().st_mtime < limit:
                 path.unlink()
-                removed.append(path)
-        except OSError:
+        except OSError:  # gone already (another run cleaned it), or not ours to remove
             continue
-    return removed
 
 
 async def download(

@@ -309,7 +309,7 @@ class JobRunner:
             raise self._interruption(f"{name}: interrupted before the submit went out; nothing was sent") from None
         except _Deadline:
             message = (f"{name}: the job deadline of {self.config.timeout_s:.0f} s passed before the provider accepted "
-                       "the job (rate limited); nothing was billed. Queue it again to submit it.")
+                       "the job (rate limited or unreachable); nothing was billed. Queue it again to submit it.")
             self._record(row, message, phase=J.REJECTED, error=message)
             raise E.WaitTimeout(message, provider=name) from None
         except E.ProviderError as exc:
