@@ -17,7 +17,7 @@ import json
 from ..pipelines.providers import errors as E
 from ..pipelines.providers import fal, segmind, wavespeed
 from ..pipelines.providers.base import fingerprint
-from ..pipelines.providers.keys import PROVIDER_NAMES
+from ..pipelines.providers.keys import PROVIDER_NAMES, REDACT
 from ..pipelines.providers.runner import Callbacks, Outcome
 from ..pipelines.providers.service import config_from_env, run_job
 from ..pipelines.video_io import read_video_frames
@@ -40,10 +40,11 @@ def _safety() -> tuple:
     return ("BOOLEAN", {"default": True, "tooltip": "Let the provider's safety checker flag NSFW output."})
 
 
-_IMAGE = ("IMAGE", {"tooltip": "The input image (the first of a batch is used); sent as a PNG data URI."})
+_IMAGE = ("IMAGE", {"tooltip": "The input image (the first of a batch is used); sent as a PNG data URI, "
+                              "downscaled to at most 2048 px on its longest side."})
 _TIMEOUT = ("INT", {"default": 30, "min": 1, "max": 1440, "tooltip": (
-    "Minutes to wait for the remote job. On timeout the job keeps running at the provider; queue the same job "
-    "again to resume it without paying twice.")})
+    "Minutes the whole job may take (waits, retries, the download). On timeout the job keeps running at the "
+    "provider; queue the same job again to resume it without paying twice.")})
 
 
 class _ApiNode:
@@ -88,7 +89,8 @@ class _ApiNode:
         )
         data_dir = host.user_directory() / DATA_FOLDER
         try:
-            outcome = run_job(job, data_dir, config=config_from_env(timeout_s=timeout_minutes * 60), callbacks=callbacks)
+            config = config_from_env(timeout_s=timeout_minutes * 60, config_dir=data_dir)
+            outcome = run_job(job, data_dir, config=config, callbacks=callbacks)
         except E.Interrupted:
             host.check_interrupt()  # inside ComfyUI: raise ComfyUI's own interrupt exception
             raise
@@ -106,8 +108,9 @@ def _info(outcome: Outcome, shape, fps: float) -> str:
         f"video: {shape[0]} frames, {shape[2]}x{shape[1]}, {fps:g} fps",
         f"served from cache: {'yes' if outcome.from_cache else 'no'}" + (" (resumed)" if outcome.resumed and not outcome.from_cache else ""),
         "timings: " + ", ".join(f"{k} {v}" for k, v in outcome.timings.items()),
+        *outcome.notes,
     ]
-    return "\n".join(lines)
+    return REDACT("\n".join(lines))  # the request id and notes come from outside: never let a key through
 
 
 # ----------------------------------------------------------------------------- WaveSpeedAI

@@ -75,7 +75,10 @@ def test_loaded_keys_are_redacted_from_logs(tmp_path, monkeypatch, caplog):
 def test_journal_is_durable_and_keeps_history(tmp_path):
     path = tmp_path / "j.sqlite3"
     journal = J.Journal(path)
-    row = journal.start("fp1", "fal", "fal-ai/hunyuan-video", "https://queue.fal.run", 5)
+    row, mine = journal.claim("fp1", "me", 60, provider="fal", model="fal-ai/hunyuan-video",
+                              base_url="https://queue.fal.run", seed=5)
+    assert mine and row.phase == J.NEW
+    row = journal.restart(row, 5)
     journal.update(row, "submitted", phase=J.PENDING, request_id="r-1", state={"status_url": "u"})
     journal.update(row, None, remote_status="IN_QUEUE")
     again = J.Journal(path).get("fp1")

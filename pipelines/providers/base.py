@@ -7,7 +7,9 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Awaitable, Callable
+from urllib.parse import quote
 
 import httpx
 
@@ -26,10 +28,22 @@ class Job:
     payload: dict
     seed: int | None = None
     basis: dict | None = None  # payload with images replaced by their pixel digests (defaults to payload)
+    notes: tuple[str, ...] = ()  # what the user should know about what is sent (e.g. a downscaled image)
 
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.provider, self.model, self.basis if self.basis is not None else self.payload)
+
+    def check_sendable(self) -> None:
+        """InvalidParameter unless the payload encodes as the JSON body httpx will send (UTF-8, no NaN).
+
+        Run before anything is recorded as sent: an encoding error inside the submit would otherwise
+        leave the job looking as if it might have reached the provider."""
+        for name, value in self.payload.items():
+            try:
+                json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            except (ValueError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
+                raise E.InvalidParameter(name, f"cannot be sent as JSON text ({type(exc).__name__}: {exc})") from None
 
 
 def fingerprint(provider: str, model: str, params: dict) -> str:
@@ -43,6 +57,11 @@ def fingerprint(provider: str, model: str, params: dict) -> str:
 def check_text(name: str, value, *, required: bool = False, max_chars: int = 10000) -> str:
     if not isinstance(value, str):
         raise E.InvalidParameter(name, f"must be text, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise E.InvalidParameter(name, f"holds a character that cannot be sent (an unpaired surrogate "
+                                       f"{value[exc.start]!r} at position {exc.start}); remove it") from None
     if required and not value.strip():
         raise E.InvalidParameter(name, "is required and must not be empty")
     if len(value) > max_chars:
@@ -89,7 +108,8 @@ def json_number(value: float) -> int | float:
 class Submitted:
     request_id: str
     state: dict = field(default_factory=dict)  # URLs and details to resume with (no secrets)
-    video_bytes: bytes | None = None           # a synchronous answer that carries the video itself
+    sync: bool = False                         # no queue here: the runner makes the synchronous call (`call_sync`)
+    video_file: Path | None = None             # a synchronous answer that is the video itself, spooled to disk
 
 
 @dataclass
@@ -105,7 +125,7 @@ class Status:
 @dataclass
 class Result:
     video_url: str | None = None
-    video_bytes: bytes | None = None  # a result answered with the video itself
+    video_file: Path | None = None  # a result answered with the video itself, spooled to disk
     video_size: int | None = None
     seed: int | None = None
     flagged: bool = False
@@ -124,6 +144,8 @@ class Protocol:
         self.policy = policy
         self.pause = pause
         self.redact = redact
+        # Streams an open response whose body is the video into a temporary file (set by the runner).
+        self.spool: Callable[[httpx.Response, str | None], Awaitable[Path]] | None = None
 
     @property
     def name(self) -> str:
@@ -140,6 +162,11 @@ class Protocol:
         if url and same_origin(url, self.base_url):
             return url
         return fallback
+
+    @staticmethod
+    def path_id(request_id: str | None) -> str:
+        """A provider's request id as one URL path segment: '/', '?', '#' and the like are escaped."""
+        return quote(str(request_id), safe="")
 
     def error(self, response: httpx.Response, action: str, request_id: str | None = None) -> E.ProviderError:
         return error_for(response, provider=self.name, redact=self.redact, action=action, request_id=request_id,
@@ -177,6 +204,10 @@ class Protocol:
         raise NotImplementedError
 
     async def result(self, client: httpx.AsyncClient, row: JobRow, status: Status) -> Result:
+        raise NotImplementedError
+
+    async def call_sync(self, client: httpx.AsyncClient, job: Job) -> Submitted:
+        """The synchronous call, for a protocol whose `submit` answered `Submitted(sync=True)`."""
         raise NotImplementedError
 
     async def cancel(self, client: httpx.AsyncClient, row: JobRow) -> bool:

@@ -6,6 +6,9 @@ Every message names the provider and, once one exists, the request id; none ever
 
 from __future__ import annotations
 
+import re
+from urllib.parse import quote
+
 
 class ProviderError(Exception):
     """Base of every provider failure."""
@@ -77,19 +80,44 @@ class InvalidVideo(ProviderError):
     """The downloaded file is not a playable video."""
 
 
+class DownloadTooLarge(ProviderError):
+    """The result is bigger than the configured download cap (HYVS_API_MAX_DOWNLOAD_MB)."""
+
+
+class UnsafeUrl(ProviderError):
+    """A media URL that points at a private, link-local, metadata or otherwise refused address or scheme."""
+
+
+class ClaimLost(ProviderError):
+    """Another process took this job over (this process stalled past its claim); it finishes the job."""
+
+
 class Redactor:
-    """Replaces every known secret in a text by '***' (for logs and provider-supplied messages)."""
+    """Replaces every known secret in a text by '***' (logs, progress text, errors, the journal).
+
+    A key is matched in any letter case, and so are its URL-encoded form and, for a composite
+    key such as fal's `key_id:key_secret`, each half: a provider may echo any of them back.
+    """
+
+    MIN_PART = 6  # shorter halves are not secrets worth matching (they would blank ordinary words)
 
     def __init__(self, secrets: list[str] | tuple[str, ...] = ()):
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern | None = None
+        for secret in secrets:
+            self.add(secret)
 
     def add(self, secret: str | None) -> None:
-        if secret and secret not in self._secrets:
-            self._secrets.append(secret)
-            self._secrets.sort(key=len, reverse=True)
+        if not secret:
+            return
+        forms = {secret, quote(secret, safe="")}
+        forms |= {part for part in re.split(r"[:\s]+", secret) if len(part) >= self.MIN_PART}
+        if forms <= self._secrets:
+            return
+        self._secrets |= forms
+        ordered = sorted(self._secrets, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(s) for s in ordered), re.IGNORECASE)
 
     def __call__(self, text: object) -> str:
         out = str(text)
-        for secret in self._secrets:
-            out = out.replace(secret, "***")
-        return out
+        return self._pattern.sub("***", out) if self._pattern is not None else out

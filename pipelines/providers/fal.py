@@ -14,7 +14,7 @@ from . import errors as E
 from .base import Job, Protocol, Result, Status, Submitted, check_bool, check_choice, check_int, check_text
 from .http import retrying, submit_once
 from .journal import JobRow
-from .media import data_uri, image_array, image_digest
+from .media import upload_image
 
 T2V_MODEL = "fal-ai/hunyuan-video"
 I2V_MODEL = "fal-ai/hunyuan-video-image-to-video"
@@ -49,7 +49,7 @@ def t2v_job(*, prompt: str, seed: int = -1, pro_mode: bool = False, aspect_ratio
 
 def i2v_job(*, image, prompt: str, seed: int = -1, aspect_ratio: str = "16:9", resolution: str = "720p",
             num_frames: str = "129", i2v_stability: bool = False) -> Job:
-    pixels = image_array(image)
+    upload = upload_image(image)
     params = {
         "prompt": check_text("prompt", prompt, required=True),
         "aspect_ratio": check_choice("aspect_ratio", aspect_ratio, ASPECT_RATIOS),
@@ -60,8 +60,8 @@ def i2v_job(*, image, prompt: str, seed: int = -1, aspect_ratio: str = "16:9", r
     value = _seed(seed)
     if value is not None:
         params["seed"] = value
-    return Job("fal", I2V_MODEL, {**params, "image_url": data_uri(pixels)}, seed=value,
-               basis={**params, "image_url": image_digest(pixels)})
+    return Job("fal", I2V_MODEL, {**params, "image_url": upload.uri}, seed=value,
+               basis={**params, "image_url": upload.digest}, notes=(upload.note,))
 
 
 def _app(model: str) -> str:
@@ -78,7 +78,8 @@ class FalQueue(Protocol):
         return {"Authorization": f"Key {self._key}"}
 
     def _url(self, row: JobRow, name: str, suffix: str) -> str:
-        return self.api_url(row.state.get(name), f"{self.base_url}/{_app(row.model)}/requests/{row.request_id}{suffix}")
+        fallback = f"{self.base_url}/{_app(row.model)}/requests/{self.path_id(row.request_id)}{suffix}"
+        return self.api_url(row.state.get(name), fallback)
 
     async def submit(self, client: httpx.AsyncClient, job: Job) -> Submitted:
         response = await submit_once(client, f"{self.base_url}/{job.model}", json=job.payload, headers=self.auth_headers(),

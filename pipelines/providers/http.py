@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,54 +37,74 @@ class RetryPolicy:
     def backoff(self, attempt: int) -> float:
         return min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
 
+    def wait(self, response: httpx.Response, attempt: int) -> float:
+        """How long to wait before trying again after `response` (429 reset headers, else the backoff)."""
+        reset = rate_limit_wait(response) if response.status_code == 429 else None
+        return self.backoff(attempt) if reset is None else min(reset, self.max_rate_wait_s)
+
+
+MAX_RESET_S = 86400.0  # a reset further away than a day is not believed: the normal backoff applies
+
 
 def rate_limit_wait(response: httpx.Response, now: float | None = None) -> float | None:
-    """Seconds to wait according to the response's reset headers, or None when it gives none."""
+    """Seconds to wait according to the response's reset headers, or None when they give no usable wait.
+
+    Providers and gateways send odd values: `nan`, `inf`, negative numbers, instants in the past or
+    years away, text that is neither a number nor a date. None of those is a wait: they fall back to
+    the caller's normal backoff (a `nan` wait would otherwise turn the retry loop into a busy loop).
+    """
     now = time.time() if now is None else now
-    headers = response.headers
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return max(float(value), 0.0)
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is not None:
-                return max(parsed.timestamp() - now, 0.0)
-    value = headers.get("x-rate-limit-reset-at-utc")
-    if value:
-        at = _parse_instant(value)
-        if at is not None:
-            return max(at - now, 0.0)
-    for name in ("x-ratelimit-reset", "ratelimit-reset", "x-rate-limit-reset"):
-        value = headers.get(name)
-        if value:
-            try:
-                number = float(value)
-            except ValueError:
-                at = _parse_instant(value)
-                return None if at is None else max(at - now, 0.0)
-            # Small numbers are a delay in seconds, large ones an epoch timestamp.
-            return max(number - now, 0.0) if number > 1e9 else max(number, 0.0)
+    for name, as_delay in _RESET_HEADERS:
+        value = response.headers.get(name, "").strip()
+        if not value:
+            continue
+        delay = as_delay(value) if as_delay else None
+        if delay is None:
+            at = _instant(value)
+            delay = None if at is None else at - now
+        if delay is not None and math.isfinite(delay) and 0.0 <= delay <= MAX_RESET_S:
+            return delay
     return None
 
 
-def _parse_instant(value: str) -> float | None:
-    value = value.strip()
+def _number(value: str) -> float | None:
     try:
-        number = float(value)
-        return number / 1000.0 if number > 1e12 else number
+        return float(value)
     except ValueError:
-        pass
+        return None
+
+
+def _delay_or_epoch(value: str) -> float | None:
+    """Small numbers are a delay in seconds; large ones an epoch timestamp (left to `_instant`)."""
+    number = _number(value)
+    return None if number is None or number > 1e9 else number
+
+
+def _instant(value: str) -> float | None:
+    """An epoch (seconds or milliseconds), ISO 8601 or HTTP date as epoch seconds; None for anything else."""
+    number = _number(value)
+    if number is not None:
+        return number / 1000.0 if number > 1e12 else number
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         try:
             parsed = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
+    if parsed is None:
+        return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
+    try:
+        return parsed.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+# Each header, and how to read it as a delay first (else it is read as an instant).
+_RESET_HEADERS = (("retry-after", _number), ("x-rate-limit-reset-at-utc", None), ("x-ratelimit-reset", _delay_or_epoch),
+                  ("ratelimit-reset", _delay_or_epoch), ("x-rate-limit-reset", _delay_or_epoch))
 
 
 async def retrying(
@@ -109,20 +130,26 @@ async def retrying(
         else:
             if response.status_code not in RETRY_STATUSES or attempt == policy.attempts:
                 return response
-            delay = rate_limit_wait(response) if response.status_code == 429 else None
-            delay = policy.backoff(attempt) if delay is None else min(delay, policy.max_rate_wait_s)
+            await response.aclose()
+            delay = policy.wait(response, attempt)
             log.info("%s: %s: HTTP %d, retrying in %.1f s", provider, what, response.status_code, delay)
         await pause(delay)
     raise AssertionError("unreachable")
 
 
 async def submit_once(
-    client: httpx.AsyncClient, url: str, *, policy: RetryPolicy, pause: Pause, provider: str, **kwargs
+    client: httpx.AsyncClient, url: str, *, policy: RetryPolicy, pause: Pause, provider: str, stream: bool = False,
+    **kwargs,
 ) -> httpx.Response:
-    """POST a paid job. Raises SubmitUncertain when it may have reached the provider without an answer."""
+    """POST a paid job. Raises SubmitUncertain when it may have reached the provider without an answer.
+
+    A 429 answer means the provider did not accept the job: it is sent again after the reset wait, and a
+    429 that outlasts the attempts is returned (the caller reports it as not accepted, never as billed).
+    With `stream=True` the answer's body is left unread (the caller streams it and closes the response).
+    """
     for attempt in range(1, policy.attempts + 1):
         try:
-            response = await client.post(url, **kwargs)
+            response = await client.send(client.build_request("POST", url, **kwargs), stream=stream)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             # The connection never opened: nothing was sent, so trying again cannot bill twice.
             if attempt == policy.attempts:
@@ -140,11 +167,51 @@ async def submit_once(
                 provider=provider,
             ) from None
         if response.status_code == 429 and attempt < policy.attempts:
-            wait = rate_limit_wait(response)
-            await pause(policy.backoff(attempt) if wait is None else min(wait, policy.max_rate_wait_s))
+            await response.aclose()
+            await pause(policy.wait(response, attempt))
             continue
         return response
     raise AssertionError("unreachable")
+
+
+MAX_ANSWER_BYTES = 8 << 20  # an API answer is a few KB of JSON; a larger one is refused, not held in memory
+
+
+def is_video_type(response: httpx.Response) -> bool:
+    """A body that is a video, judged from the headers before it is read (such bodies are streamed to disk)."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind.startswith("video/") or kind in ("application/octet-stream", "binary/octet-stream")
+
+
+class AnswerTooLarge(httpx.ReadError):
+    """An answer body beyond its limit: reading stops there (a transport error, so a submit stays uncertain)."""
+
+
+class _Capped(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, limit: int):
+        self._inner, self._limit = inner, limit
+
+    async def __aiter__(self):
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise AnswerTooLarge(f"the answer is larger than {self._limit} bytes; not read further")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def answer_limit(video_bytes: int) -> Callable[[httpx.Response], Awaitable[None]]:
+    """A response hook for API clients that bounds every body read into memory (MAX_ANSWER_BYTES) and
+    every video body (`video_bytes` plus slack, so the streaming writer's own cap and message come first)."""
+
+    async def cap(response: httpx.Response) -> None:
+        limit = video_bytes + (1 << 20) if is_video_type(response) else MAX_ANSWER_BYTES
+        response.stream = _Capped(response.stream, limit)
+
+    return cap
 
 
 def provider_message(response: httpx.Response, redact: Callable[[object], str]) -> str:

@@ -6,7 +6,8 @@ outside every user's own folder, so ComfyUI's /userdata API does not serve it:
 
     {"WAVESPEED_API_KEY": "...", "FAL_KEY": "...", "SEGMIND_API_KEY": "..."}
 
-The same file may also carry the base-URL variables (`WAVESPEED_BASE_URL`, ...). The
+The same file may also carry the base-URL variables (`WAVESPEED_BASE_URL`, ...) and the
+`HYVS_API_*` settings (see `service.config_from_env`). The
 environment wins over the file. Every key that is loaded is registered with the log
 redactor, so it is replaced by '***' in any log line of the pack or of httpx.
 """
@@ -73,7 +74,7 @@ def read_config(config_dir: Path | None) -> dict[str, str]:
     return {k: v.strip() for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def _setting(name: str, config_dir: Path | None) -> str | None:
+def setting(name: str, config_dir: Path | None) -> str | None:
     value = os.environ.get(name, "").strip()
     if value:
         return value
@@ -83,7 +84,7 @@ def _setting(name: str, config_dir: Path | None) -> str | None:
 def api_key(provider: str, config_dir: Path | None) -> str:
     """The key for `provider` ('wavespeed', 'fal', 'segmind'), or MissingKey saying where to put one."""
     variable = KEY_VARIABLES[provider]
-    key = _setting(variable, config_dir)
+    key = setting(variable, config_dir)
     if not key:
         where = f", or put it in {Path(config_dir) / CONFIG_FILE_NAME}" if config_dir is not None else ""
         raise MissingKey(
@@ -98,7 +99,7 @@ def api_key(provider: str, config_dir: Path | None) -> str:
 
 def base_url(provider: str, config_dir: Path | None) -> str:
     """The provider's base URL (may carry a path prefix), without a trailing slash."""
-    value = _setting(BASE_URL_VARIABLES[provider], config_dir) or DEFAULT_BASE_URLS[provider]
+    value = setting(BASE_URL_VARIABLES[provider], config_dir) or DEFAULT_BASE_URLS[provider]
     if not value.startswith(("http://", "https://")):
         raise ProviderError(f"{BASE_URL_VARIABLES[provider]} must start with http:// or https://, got {value!r}")
     return value.rstrip("/")

@@ -1,9 +1,12 @@
 """Segmind protocol. Async v2 first: `POST {base}/v2/hunyuan-video` -> `{request_id, status_url,
 response_url}`, statuses QUEUED/PROCESSING/COMPLETED/FAILED, records kept about an hour.
 
-When v2 answers 404 (not offered on that host; a 404 creates nothing and only 200 is billed) we
-fall back to the synchronous `POST {base}/v1/hunyuan-video`, whose 200 answer is the MP4 itself.
-Segmind has no cancel endpoint: an interrupted v2 job is detached and stays resumable.
+When v2 answers 404 (not offered on that host; a 404 creates nothing and only 200 is billed) the
+runner falls back to the synchronous `POST {base}/v1/hunyuan-video`, whose 200 answer is the MP4
+itself (streamed to disk). That call has no request id to resume with: the runner journals it
+before it starts, so a crash during it is reported as "may have been billed, result lost" and
+never silently paid again. Segmind has no cancel endpoint: an interrupted v2 job is detached
+and stays resumable.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import httpx
 
 from . import errors as E
 from .base import Job, Protocol, Result, Status, Submitted, check_float, check_int, check_text, json_number
-from .http import retrying, submit_once
+from .http import is_video_type, retrying, submit_once
 from .journal import JobRow
 
 MODEL = "hunyuan-video"
@@ -52,11 +55,6 @@ _URL_KEYS = ("output", "outputs", "video", "video_url", "output_url", "url", "re
 _API_URL_KEYS = frozenset({"status_url", "response_url", "cancel_url", "webhook_url"})
 
 
-def _is_video(response: httpx.Response) -> bool:
-    content = response.content
-    return response.headers.get("content-type", "").startswith("video/") or content[4:8] == b"ftyp"
-
-
 def _find_url(value, depth: int = 0) -> str | None:
     """The first http(s) URL in a result body, looking at the usual output keys first."""
     if depth > 4:
@@ -83,25 +81,28 @@ class Segmind(Protocol):
                                      headers=self.auth_headers(), policy=self.policy, pause=self.pause,
                                      provider=self.name)
         if response.status_code == 404:
-            return await self._submit_sync(client, job)
+            return Submitted("", {"api": "v1"}, sync=True)
         if response.status_code >= 300:
             raise self.error(response, "submit")
         return self.queued_submission(response, ("status_url", "response_url"), api="v2")
 
-    async def _submit_sync(self, client: httpx.AsyncClient, job: Job) -> Submitted:
-        response = await submit_once(client, f"{self.base_url}/v1/{job.model}", json=job.payload,
+    async def call_sync(self, client: httpx.AsyncClient, job: Job) -> Submitted:
+        """The v1 call: its 200 answer (billed) is the MP4, streamed to disk; any other answer is not billed."""
+        response = await submit_once(client, f"{self.base_url}/v1/{job.model}", json=job.payload, stream=True,
                                      headers=self.auth_headers(), policy=self.policy, pause=self.pause,
                                      provider=self.name, timeout=httpx.Timeout(SYNC_TIMEOUT_S, connect=10))
-        if response.status_code != 200:
-            raise self.error(response, "submit")
-        if not _is_video(response):
-            raise E.SubmitUncertain(f"{self.name}: the synchronous answer (HTTP 200, billed) is not a video "
-                                    f"({response.headers.get('content-type', 'no content type')})", provider=self.name)
-        request_id = response.headers.get("x-request-id") or "sync"
-        return Submitted(request_id, {"api": "v1"}, video_bytes=response.content)
+        try:
+            request_id = response.headers.get("x-request-id") or ""
+            if response.status_code != 200:
+                await response.aread()
+                raise self.error(response, "submit")
+            return Submitted(request_id, {"api": "v1"}, video_file=await self.spool(response, request_id or None))
+        finally:
+            await response.aclose()
 
     async def status(self, client: httpx.AsyncClient, row: JobRow) -> Status:
-        url = self.api_url(row.state.get("status_url"), f"{self.base_url}/v2/requests/{row.request_id}/status")
+        url = self.api_url(row.state.get("status_url"),
+                           f"{self.base_url}/v2/requests/{self.path_id(row.request_id)}/status")
         response = await retrying(lambda: client.get(url, headers=self.auth_headers()), policy=self.policy,
                                   pause=self.pause, what="status", provider=self.name, request_id=row.request_id)
         body = None
@@ -121,13 +122,19 @@ class Segmind(Protocol):
         return Status(phase, remote, error=self.redact(error) if error else None)
 
     async def result(self, client: httpx.AsyncClient, row: JobRow, status: Status) -> Result:
-        url = self.api_url(row.state.get("response_url"), f"{self.base_url}/v2/requests/{row.request_id}")
-        response = await retrying(lambda: client.get(url, headers=self.auth_headers()), policy=self.policy,
-                                  pause=self.pause, what="result", provider=self.name, request_id=row.request_id)
+        url = self.api_url(row.state.get("response_url"), f"{self.base_url}/v2/requests/{self.path_id(row.request_id)}")
+        response = await retrying(lambda: client.send(client.build_request("GET", url, headers=self.auth_headers()),
+                                                      stream=True),
+                                  policy=self.policy, pause=self.pause, what="result", provider=self.name,
+                                  request_id=row.request_id)
+        try:
+            if response.status_code == 200 and is_video_type(response):
+                return Result(video_file=await self.spool(response, row.request_id))
+            await response.aread()
+        finally:
+            await response.aclose()
         if response.status_code != 200:
             raise self.error(response, "result", row.request_id)
-        if _is_video(response):
-            return Result(video_bytes=response.content)
         body = self.json_body(response, "result", row.request_id)
         if str(body.get("status", "")).upper() == "FAILED":
             raise E.JobFailed(f"{self.name}: the job failed [request id {row.request_id}]: "

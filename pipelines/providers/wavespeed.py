@@ -16,7 +16,7 @@ from .base import (Job, Protocol, Result, Status, Submitted, check_bool, check_c
                    check_text, json_number)
 from .http import retrying, submit_once
 from .journal import JobRow
-from .media import data_uri, image_array, image_digest
+from .media import upload_image
 
 T2V_MODEL = "wavespeed-ai/hunyuan-video/t2v"
 I2V_MODEL = "wavespeed-ai/hunyuan-video/i2v"
@@ -43,7 +43,7 @@ def t2v_job(*, prompt: str, size: str = "1280*720", num_inference_steps: int = 3
 
 def i2v_job(*, image, prompt: str = "", size: str = "1280*720", num_inference_steps: int = 30, duration: int = 5,
             seed: int = -1, enable_safety_checker: bool = True) -> Job:
-    pixels = image_array(image)
+    upload = upload_image(image)
     seed = check_int("seed", seed, -1, SEED_MAX)
     params = {
         "prompt": check_text("prompt", prompt),
@@ -53,15 +53,15 @@ def i2v_job(*, image, prompt: str = "", size: str = "1280*720", num_inference_st
         "seed": seed,
         "enable_safety_checker": check_bool("enable_safety_checker", enable_safety_checker),
     }
-    return Job("wavespeed", I2V_MODEL, {**params, "image": data_uri(pixels)}, seed=None if seed == -1 else seed,
-               basis={**params, "image": image_digest(pixels)})
+    return Job("wavespeed", I2V_MODEL, {**params, "image": upload.uri}, seed=None if seed == -1 else seed,
+               basis={**params, "image": upload.digest}, notes=(upload.note,))
 
 
 def custom_ref2v_job(*, image, prompt: str, resolution: str = "720p", size: str = "1280*720",
                      negative_prompt: str = "", guidance_scale: float = 7.5, flow_shift: float = 13.0, seed: int = -1,
                      enable_safety_checker: bool = True) -> Job:
     resolution = check_choice("resolution", resolution, tuple(CUSTOM_MODELS))
-    pixels = image_array(image)
+    upload = upload_image(image)
     seed = check_int("seed", seed, -1, CUSTOM_SEED_MAX)
     params = {
         "prompt": check_text("prompt", prompt, required=True),
@@ -72,8 +72,8 @@ def custom_ref2v_job(*, image, prompt: str, resolution: str = "720p", size: str 
         "seed": seed,
         "enable_safety_checker": check_bool("enable_safety_checker", enable_safety_checker),
     }
-    return Job("wavespeed", CUSTOM_MODELS[resolution], {**params, "image": data_uri(pixels)},
-               seed=None if seed == -1 else seed, basis={**params, "image": image_digest(pixels)})
+    return Job("wavespeed", CUSTOM_MODELS[resolution], {**params, "image": upload.uri},
+               seed=None if seed == -1 else seed, basis={**params, "image": upload.digest}, notes=(upload.note,))
 
 
 _STATUS_PHASES = {"created": "queued", "pending": "queued", "queued": "queued", "processing": "running",
@@ -139,7 +139,7 @@ class WaveSpeed(Protocol):
     async def status(self, client: httpx.AsyncClient, row: JobRow) -> Status:
         version = row.state.get("api", "v3")
         url = self.api_url(row.state.get("get_url"),
-                           f"{self.base_url}/api/{version}/predictions/{row.request_id}/result")
+                           f"{self.base_url}/api/{version}/predictions/{self.path_id(row.request_id)}/result")
         response = await retrying(lambda: client.get(url, headers=self.auth_headers()), policy=self.policy,
                                   pause=self.pause, what="status", provider=self.name, request_id=row.request_id)
         data = self._data(response, "status", row.request_id)

@@ -15,6 +15,7 @@ class FalFake(ProviderFake):
         self.result_status: int | None = None    # e.g. 404 (expired result) or 422
         self.foreign_urls = False                # answer URLs on another host (must not receive the key)
         self.prefix = ""
+        self.log_text = "step {polls}"           # the log line IN_PROGRESS answers carry ({polls} filled in)
 
     @property
     def billed(self) -> int:
@@ -71,6 +72,8 @@ class FalFake(ProviderFake):
     def _status(self, job: dict, logs: bool) -> Reply:
         if self.status_glitches:
             code = self.status_glitches.pop(0)
+            if isinstance(code, Reply):
+                return code
             return Reply(code, json={"detail": "slow down" if code == 429 else "upstream error"},
                          headers={"retry-after": "0"} if code == 429 else {})
         state = self._state(job)
@@ -79,7 +82,7 @@ class FalFake(ProviderFake):
         if state == "IN_QUEUE":
             body["queue_position"] = self.queue_polls - job["polls"]
         if logs and state != "IN_QUEUE":
-            body["logs"] = [{"message": f"step {job['polls']}", "level": "INFO", "timestamp": "2025-01-01T00:00:00"}]
+            body["logs"] = [{"message": self.log_text.format(polls=job["polls"]), "level": "INFO", "timestamp": "2025-01-01T00:00:00"}]
         if state == "COMPLETED":
             job["done"] = True
             if self.fail_with:

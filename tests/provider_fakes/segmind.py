@@ -16,6 +16,8 @@ class SegmindFake(ProviderFake):
     def __init__(self, media: MediaServer, key: str, *, queue_polls: int = 1, run_polls: int = 1):
         super().__init__(media, key, queue_polls=queue_polls, run_polls=run_polls)
         self.v2_enabled = True
+        self.sync_style: dict = {}        # extra Reply fields for the synchronous answer (e.g. a drip)
+        self.sync_cut: float = 1.0        # fraction of the MP4 the synchronous answer carries
 
     @property
     def billed(self) -> int:
@@ -48,8 +50,9 @@ class SegmindFake(ProviderFake):
         if self.drop_after_submit:
             return Reply(drop=True)
         if sync:
-            return Reply(200, body=self.media.video, headers={"content-type": "video/mp4", "x-request-id": rid,
-                                                              "x-remaining-credits": "12.5"})
+            body = self.media.video[:int(len(self.media.video) * self.sync_cut)]
+            return Reply(200, body=body, headers={"content-type": "video/mp4", "x-request-id": rid,
+                                                  "x-remaining-credits": "12.5"}, **self.sync_style)
         return Reply(200, json={"request_id": rid, "status": "QUEUED",
                                 "status_url": f"{self.url}/v2/requests/{rid}/status",
                                 "response_url": f"{self.url}/v2/requests/{rid}"})

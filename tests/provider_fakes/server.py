@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
+import os
+import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -13,17 +15,19 @@ import av
 import numpy as np
 
 
-def make_mp4(frames: int = 6, width: int = 64, height: int = 48) -> bytes:
-    """A real, tiny H.264 MP4 whose frames have distinct grey levels."""
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(frames):
-            image = np.full((height, width, 3), 30 + i * 30, np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
-    return buffer.getvalue()
+def make_mp4(frames: int = 6, width: int = 64, height: int = 48, faststart: bool = False) -> bytes:
+    """A real, tiny H.264 MP4 whose frames have distinct grey levels (`faststart`: its index first, as CDNs serve)."""
+    with tempfile.TemporaryDirectory() as folder:  # faststart moves the index by re-reading a real file
+        path = os.path.join(folder, "v.mp4")
+        with av.open(path, "w", format="mp4", options={"movflags": "faststart"} if faststart else {}) as container:
+            stream = container.add_stream("libx264", rate=24)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for i in range(frames):
+                image = np.full((height, width, 3), 30 + (i * 30) % 200, np.uint8)
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(stream.encode())
+        with open(path, "rb") as handle:
+            return handle.read()
 
 
 @dataclass
@@ -33,6 +37,9 @@ class Reply:
     body: bytes = b""
     headers: dict = field(default_factory=dict)
     drop: bool = False  # close the connection without answering (the request did arrive)
+    drip_s: float = 0.0  # pause between body chunks of `chunk` bytes (a slow or stalled transfer)
+    chunk: int = 1024
+    length: bool = True  # send Content-Length; without it the body ends when the connection closes
 
 
 @dataclass
@@ -71,9 +78,29 @@ class FakeServer:
                 headers.update(reply.headers)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("content-length", str(len(data)))
+                if reply.length:
+                    self.send_header("content-length", str(len(data)))
+                else:
+                    self.send_header("connection", "close")
+                    self.close_connection = True
                 self.end_headers()
-                self.wfile.write(data)
+                self._body(data, reply)
+
+            def _body(self, data: bytes, reply: Reply):
+                """Write the body, dripping it when asked; records how many bytes the client took."""
+                step = reply.chunk if reply.drip_s else len(data) or 1
+                sent = 0
+                try:
+                    for start in range(0, len(data), step):
+                        self.wfile.write(data[start:start + step])
+                        self.wfile.flush()
+                        sent += len(data[start:start + step])
+                        if reply.drip_s and sent < len(data):
+                            time.sleep(reply.drip_s)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                with owner.lock:
+                    owner.sent.append((sent, len(data)))
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
@@ -82,6 +109,7 @@ class FakeServer:
 
         self.lock = threading.Lock()
         self.seen: list[Seen] = []
+        self.sent: list[tuple[int, int]] = []  # (bytes written, body size) per answer
         self.log_lines: list[str] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -108,13 +136,18 @@ class FakeServer:
 
 
 class MediaServer(FakeServer):
-    """Serves videos under /media/<name>; `expired` names answer 404."""
+    """Serves videos under /media/<name>; `expired` names answer 404. Scripted faults: `truncate` serves
+    the first N downloads cut to a fraction, `style` shapes every answer (drip, no length),
+    `redirect` sends /media/<name> to another URL."""
 
     def __init__(self, video: bytes):
         super().__init__()
         self.video = video
         self.expired: set[str] = set()
         self.bodies: dict[str, bytes] = {}
+        self.truncate: list[float] = []   # fractions of the body served by the next downloads
+        self.style: dict = {}             # extra Reply fields, e.g. {"drip_s": 0.05} or {"length": False}
+        self.redirect: str | None = None
 
     def add(self, name: str, body: bytes | None = None) -> str:
         self.bodies[name] = self.video if body is None else body
@@ -122,9 +155,14 @@ class MediaServer(FakeServer):
 
     def route(self, seen: Seen) -> Reply:
         name = seen.path.rsplit("/", 1)[-1]
+        if self.redirect:
+            return Reply(302, headers={"location": self.redirect})
         if name in self.expired or name not in self.bodies:
             return Reply(404, json={"detail": "Not Found"})
-        return Reply(200, body=self.bodies[name], headers={"content-type": "video/mp4"})
+        body = self.bodies[name]
+        if self.truncate:
+            body = body[:int(len(body) * self.truncate.pop(0))]
+        return Reply(200, body=body, headers={"content-type": "video/mp4"}, **self.style)
 
 
 def check_auth(seen: Seen, header: str, expected: str) -> Reply | None:

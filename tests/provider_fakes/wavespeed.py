@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from urllib.parse import unquote
 
 from .server import MediaServer, ProviderFake, Reply, Seen, check_auth
 
@@ -17,6 +18,9 @@ class WaveSpeedFake(ProviderFake):
         super().__init__(media, key, queue_polls=queue_polls, run_polls=run_polls)
         self.nsfw = False
         self.custom_only_v2 = False
+        self.id_prefix = ""          # e.g. "a/b?c#" : ids that must be escaped in a URL path
+        self.with_get_url = True     # False: answers carry no urls.get, so the client builds the URL itself
+        self.output_url: str | None = None  # the video URL a completed task names (default: the media server)
 
     @property
     def billed(self) -> int:
@@ -36,7 +40,7 @@ class WaveSpeedFake(ProviderFake):
         if seen.method == "POST":
             return self._submit(version, rest, seen)
         if seen.method == "GET" and parts[2] == "predictions" and parts[-1] == "result":
-            return self._result(parts[3])
+            return self._result(unquote(parts[3]))
         return Reply(404, json={"code": 404, "message": "not found", "data": None})
 
     def _submit(self, version: str, model: str, seen: Seen) -> Reply:
@@ -48,8 +52,9 @@ class WaveSpeedFake(ProviderFake):
         if "i2v" in model or "custom" in model:
             if not str(body.get("image", "")).startswith(("data:image/", "http")):
                 return Reply(400, json={"code": 400, "message": "image is required", "data": None})
-        rid = uuid.uuid4().hex
-        self.jobs[rid] = {"id": rid, "model": model, "body": body, "polls": 0}
+        file = uuid.uuid4().hex
+        rid = self.id_prefix + file
+        self.jobs[rid] = {"id": rid, "file": file, "model": model, "body": body, "polls": 0}
         if self.drop_after_submit:
             return Reply(drop=True)
         return self._wrap(self._data(self.jobs[rid], "created", version))
@@ -57,14 +62,17 @@ class WaveSpeedFake(ProviderFake):
     def _data(self, job: dict, status: str, version: str = "v3") -> dict:
         done = status == "completed"
         return {"id": job["id"], "model": job["model"], "status": status,
-                "outputs": [self.media.add(job["id"] + ".mp4")] if done else [],
-                "urls": {"get": f"{self.url}/api/{version}/predictions/{job['id']}/result"},
+                "outputs": [self.output_url or self.media.add(job["file"] + ".mp4")] if done else [],
+                "urls": ({"get": f"{self.url}/api/{version}/predictions/{job['id']}/result"}
+                         if self.with_get_url else {}),
                 "has_nsfw_contents": [self.nsfw] if done else [], "created_at": "2025-01-01T00:00:00Z",
                 "error": self.fail_with if status == "failed" else "", "timings": {"inference": 1234 if done else 0}}
 
     def _result(self, rid: str) -> Reply:
         if self.status_glitches:
             code = self.status_glitches.pop(0)
+            if isinstance(code, Reply):
+                return code
             return Reply(code, json={"code": code, "message": "busy", "data": None},
                          headers={"retry-after": "0"} if code == 429 else {})
         job = self.jobs.get(rid)
