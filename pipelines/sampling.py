@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -10,6 +11,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from .prompt_encoding import TextEmbeds
+from .speed import SpeedSession
 
 StepCallback = Callable[[int, int], None]  # (steps done, total); may raise to stop
 
@@ -45,8 +47,12 @@ def denoise(
     negative: TextEmbeds | None,
     settings: SamplingSettings,
     on_step: StepCallback | None = None,
+    speed: SpeedSession | None = None,
 ) -> torch.Tensor:
-    """Run the sampler from `latents` (float32, on the model's device) to the clean latent."""
+    """Run the sampler from `latents` (float32, on the model's device) to the clean latent.
+
+    `speed` (from `speed.open_speed`) wraps each model call; the loop itself reads nothing back to
+    the host, so the GPU is never stalled between steps."""
     device = latents.device
     dtype = model.dtype
     scheduler = make_scheduler(settings.flow_shift, settings.steps, device)
@@ -57,24 +63,25 @@ def denoise(
     if settings.embedded_guidance is not None:
         guidance = torch.full((latents.shape[0],), settings.embedded_guidance * 1000.0, device=device, dtype=dtype)
 
-    def predict(embeds: TextEmbeds, model_input, timestep):
-        return model(
-            hidden_states=model_input,
-            timestep=timestep,
-            encoder_hidden_states=embeds.prompt_embeds,
-            encoder_attention_mask=embeds.attention_mask,
-            pooled_projections=embeds.pooled,
-            guidance=guidance,
-            return_dict=False,
-        )[0]
+    def predict(embeds: TextEmbeds, model_input, timestep, branch: str, index: int):
+        with speed.call(embeds.attention_mask, branch, index) if speed is not None else nullcontext():
+            return model(
+                hidden_states=model_input,
+                timestep=timestep,
+                encoder_hidden_states=embeds.prompt_embeds,
+                encoder_attention_mask=embeds.attention_mask,
+                pooled_projections=embeds.pooled,
+                guidance=guidance,
+                return_dict=False,
+            )[0]
 
     total = len(scheduler.timesteps)
     for index, t in enumerate(scheduler.timesteps):
         model_input = latents.to(dtype)
         timestep = t.expand(latents.shape[0]).to(latents.dtype)
-        noise_pred = predict(positive, model_input, timestep)
+        noise_pred = predict(positive, model_input, timestep, "cond", index)
         if use_cfg:
-            negative_pred = predict(negative, model_input, timestep)
+            negative_pred = predict(negative, model_input, timestep, "uncond", index)
             noise_pred = negative_pred + settings.true_cfg * (noise_pred - negative_pred)
         latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
         if on_step is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from diffusers import HunyuanVideoTransformer3DModel
 from . import checkpoints
 from .checkpoint_kinds import guess_checkpoint_kind
 from .checkpoints import CheckpointError
+from .speed import SpeedOptions
 from .transformer_keys import UnknownKeyError, authors_to_diffusers
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -41,6 +42,7 @@ class LoadedTransformer:
     model: HunyuanVideoTransformer3DModel
     variant: str
     source: str
+    speed: SpeedOptions = field(default_factory=SpeedOptions)  # the default runs the model as diffusers does
 
     @property
     def dtype(self) -> torch.dtype:
