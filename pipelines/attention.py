@@ -21,9 +21,10 @@ chosen backend (the refiner keeps its position-wise mask on SDPA).
 
 from __future__ import annotations
 
+import functools
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -63,7 +64,7 @@ def _usable(name: str) -> str | None:
     try:
         _check_attention_backend_requirements(AttentionBackendName(name))
     except RuntimeError as e:
-        return str(e).split(". ")[0]
+        return " ".join(str(e).split())
     return None
 
 
@@ -108,16 +109,16 @@ def _base_processor():
     return HunyuanVideoAttnProcessor2_0
 
 
+@functools.cache
 def _mask_free_processor_class():
     base = _base_processor()
 
     class MaskFreeAttnProcessor(base):
         """diffusers' HunyuanVideo processor, called without a mask (row by row where prompt lengths differ)."""
 
-        def __init__(self, plan: _Plan, backend):
+        def __init__(self, plan: _Plan):
             super().__init__()
             self.plan = plan
-            self._attention_backend = backend
 
         def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
             lengths = self.plan.lengths
@@ -138,30 +139,47 @@ def _mask_free_processor_class():
     return MaskFreeAttnProcessor
 
 
-@dataclass
 class MaskFreeAttention:
-    """Installed on one transformer for one sampling run; `remove()` gives the model back as it was."""
+    """Mask-free processors and the text trim of one transformer.
 
-    model: torch.nn.Module
-    choice: AttentionChoice
-    _plan: _Plan = field(default_factory=_Plan)
-    _originals: dict = field(default_factory=dict)
-    _hook: object = None
+    Made once per model and kept on it (`for_model`), so torch.compile's guards on the processors
+    hold from one run to the next; `install()`/`remove()` put them in and take them out per run.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self._plan = _Plan()
+        self._originals = {}
+        self._ours = {}
+        self._hook = None
 
     @classmethod
-    def install(cls, model, choice: AttentionChoice) -> "MaskFreeAttention":
+    def for_model(cls, model) -> "MaskFreeAttention":
+        existing = getattr(model, "_hyvs_mask_free", None)
+        if existing is None:
+            existing = cls(model)
+            model._hyvs_mask_free = existing
+        return existing
+
+    def install(self, choice: AttentionChoice) -> "MaskFreeAttention":
         from diffusers.models.attention_dispatch import AttentionBackendName
 
-        installed = cls(model, choice)
+        backend = AttentionBackendName(choice.dispatcher_name)
         processor_class = _mask_free_processor_class()
         base = _base_processor()
-        for name, module in model.named_modules():
+        for name, module in self.model.named_modules():
             processor = getattr(module, "processor", None)
-            if isinstance(processor, base):
-                installed._originals[name] = processor
-                module.set_processor(processor_class(installed._plan, AttentionBackendName(choice.dispatcher_name)))
-        installed._hook = model.context_embedder.register_forward_hook(installed._trim_text)
-        return installed
+            if not isinstance(processor, base):
+                continue
+            if not isinstance(processor, processor_class):
+                self._originals[name] = processor
+                processor = self._ours.get(name) or processor_class(self._plan)
+                self._ours[name] = processor
+                module.set_processor(processor)
+            processor._attention_backend = backend
+        if self._hook is None:
+            self._hook = self.model.context_embedder.register_forward_hook(self._trim_text)
+        return self
 
     def _trim_text(self, module, args, output):
         if self._plan.lengths is None:
@@ -178,6 +196,7 @@ class MaskFreeAttention:
             self._plan.lengths = None
 
     def remove(self) -> None:
+        """Give the model diffusers' own processors back."""
         modules = dict(self.model.named_modules())
         for name, processor in self._originals.items():
             modules[name].set_processor(processor)

@@ -44,7 +44,7 @@ class SpeedSession:
         choice = choose_backend(options.attention, device)
         self.notice = choice.notice
         self.attention_title = choice.title
-        self.attention = MaskFreeAttention.install(model, choice) if choice.mask_free else None
+        self.attention = MaskFreeAttention.for_model(model).install(choice) if choice.mask_free else None
         self.cache = StepCache(model, options.cache, options.cache_threshold, variant)
         set_compiled(model, options.compile)
         self._lengths: dict[int, tuple[torch.Tensor, tuple[int, ...] | None]] = {}
