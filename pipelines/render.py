@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,10 @@ import torch
 
 from . import tiny
 from .decoding import TilingOptions, decode_latents
+from .attention import BACKENDS
 from .prompt_encoding import encode_prompt
+from .speed import SpeedOptions
+from .step_cache import CACHE_PRESETS
 from .t2v import T2VRequest, generate_t2v
 from .text_encoder_loading import load_text_encoders_from_files, load_text_encoders_from_folder
 from .tiny_transformer import tiny_transformer
@@ -54,6 +58,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--shift", type=float, default=7.0, help="flow shift")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fps", type=float, default=24.0)
+    parser.add_argument("--attention", default="masked", choices=BACKENDS,
+                        help="attention kernel; all but 'masked' trim the prompt padding (default: masked, as diffusers)")
+    parser.add_argument("--cache", default="off", choices=CACHE_PRESETS, help="step cache preset")
+    parser.add_argument("--cache-threshold", type=float, default=None, help="override the preset's threshold")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each transformer block")
     return parser.parse_args(argv)
 
 
@@ -93,8 +102,11 @@ def main(argv=None) -> int:
         seed=args.seed,
     )
     request.validate()
+    speed = SpeedOptions(args.attention, args.cache, args.cache_threshold, args.compile)
+    speed.validate()
     started = time.perf_counter()
     transformer, vae, encoders = _demo_models() if demo else _real_models(args, DTYPES[args.dtype])
+    transformer = dataclasses.replace(transformer, speed=speed)
     print(f"loaded {transformer.source} ({transformer.variant}) in {time.perf_counter() - started:.1f} s", flush=True)
 
     for module in (encoders.llm, encoders.clip):
@@ -109,6 +121,7 @@ def main(argv=None) -> int:
     latents = generate_t2v(
         transformer, positive, request, negative=negative, device=device,
         on_step=lambda done, total: print(f"  step {done}/{total}", flush=True),
+        on_info=lambda text: print(text, flush=True),
     )
     transformer.model.to("cpu")
     vae.to(device)

@@ -37,3 +37,13 @@ def test_render_from_files_on_disk(tmp_path, capsys):
 def test_render_names_what_is_missing(tmp_path):
     with pytest.raises(SystemExit, match="missing: --vae, --llm, --clip, --tokenizers"):
         main(["--transformer", str(tmp_path / "t.safetensors"), "--output", str(tmp_path / "x.mp4")])
+
+
+def test_speed_flags_reach_the_sampler(tmp_path, capsys):
+    assert main(["--output", str(tmp_path / "fast.mp4"), "--frames", "5", "--steps", "4", "--attention", "flash",
+                 "--cache", "first_block", "--cache-threshold", "1e6"]) == 0
+    out = capsys.readouterr().out
+    assert "attention 'flash' is not available" in out
+    assert "cache first_block 1e+06: 3 of 4 transformer calls skipped" in out
+    with pytest.raises(SystemExit):
+        main(["--output", str(tmp_path / "x.mp4"), "--cache", "magic"])
