@@ -15,7 +15,7 @@ import torch
 
 from .attention import BACKENDS, MaskFreeAttention, choose_backend, text_lengths
 from .compile import set_compiled
-from .step_cache import CACHE_PRESETS, StepCache
+from .step_cache import CACHE_PRESETS, THRESHOLD_PRESETS, StepCache
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,8 @@ class SpeedSession:
     def summary(self) -> str:
         parts = [f"attention {self.attention_title}"]
         if self.cache.enabled:
-            parts.append(f"cache {self.cache.preset} {self.cache.threshold:g}: {self.cache.stats.text()}")
+            threshold = f" {self.cache.threshold:g}" if self.cache.preset in THRESHOLD_PRESETS else ""
+            parts.append(f"cache {self.cache.preset}{threshold}: {self.cache.stats.text()}")
         if self.options.compile:
             parts.append("compiled blocks")
         text = "speed: " + "; ".join(parts)

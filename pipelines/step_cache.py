@@ -13,6 +13,10 @@ Two families, both as diffusers hooks on the transformer blocks, so they work fo
   steps always run. Published: 0.1 -> 1.6x, 0.15 -> 2.1x at 50 steps (TeaCache4HunyuanVideo).
 
 A threshold of 0 never skips, so both are exact at 0.
+
+- `custom_authors` (HunyuanCustom only): the authors' own fixed schedule for 30 steps (SPEC §2): on
+  steps 11, 12, 14, 15, 17, 18, 20 and 21 (counted from 0) every block but the last single block is
+  skipped, and that block runs on the input it had at the last full step. It has no threshold.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ from dataclasses import dataclass
 
 import torch
 
-CACHE_PRESETS = ("off", "first_block", "teacache", "teacache_fast")
+CACHE_PRESETS = ("off", "first_block", "teacache", "teacache_fast", "custom_authors")
 PRESET_TITLES = {
     "off": "every step runs the whole transformer",
     "first_block": "First Block Cache, threshold 0.06 (~1.6x on real weights)",
     "teacache": "TeaCache, threshold 0.1 (~1.6x at 50 steps on real weights)",
     "teacache_fast": "TeaCache, threshold 0.15 (~2.1x at 50 steps on real weights)",
+    "custom_authors": "HunyuanCustom only: the authors' fixed schedule for 30 steps, 8 steps run one block",
 }
+THRESHOLD_PRESETS = ("first_block", "teacache", "teacache_fast")
+AUTHORS_CUSTOM_STEPS = frozenset({11, 12, 14, 15, 17, 18, 20, 21})
 # The published thresholds were measured on T2V; I2V and Custom share the backbone and use them
 # unchanged until measured otherwise.
 PRESET_THRESHOLDS = {
@@ -41,12 +48,14 @@ TEACACHE_HUNYUAN_COEFFICIENTS = (7.33226126e02, -4.01131952e02, 6.75869174e01, -
 
 _TEACACHE_HEAD = "hyvs_teacache_head"
 _TEACACHE_BLOCK = "hyvs_teacache_block"
+_SCHEDULE_HEAD = "hyvs_schedule_head"
+_SCHEDULE_BLOCK = "hyvs_schedule_block"
 
 
 def preset_threshold(preset: str, variant: str = "t2v") -> float:
     if preset not in CACHE_PRESETS:
         raise ValueError(f"cache must be one of {', '.join(CACHE_PRESETS)}; got {preset!r}")
-    if preset == "off":
+    if preset not in THRESHOLD_PRESETS:
         return 0.0
     return PRESET_THRESHOLDS.get(variant, PRESET_THRESHOLDS["t2v"])[preset]
 
@@ -152,20 +161,88 @@ def _teacache_classes():
     return TeaCacheHeadHook, TeaCacheBlockHook, TeaCacheState
 
 
-def _apply_teacache(model, threshold: float):
-    from diffusers.hooks.hooks import HookRegistry, StateManager
+def _schedule_classes():
+    from diffusers.hooks.hooks import BaseState, ModelHook
 
-    head_class, block_class, state_class = _teacache_classes()
+    class ScheduleState(BaseState):
+        def __init__(self):
+            self.reset()
+
+        def reset(self):
+            self.last_block_input = None
+            self.skipping = False
+
+    class ScheduleHeadHook(ModelHook):
+        _is_stateful = True
+
+        def __init__(self, state_manager, steps: frozenset):
+            super().__init__()
+            self.state_manager = state_manager
+            self.steps = steps
+
+        def new_forward(self, module, hidden_states, encoder_hidden_states, *args, **kwargs):
+            state = self.state_manager.get_state()
+            step = self.state_manager.context.step_index
+            state.skipping = step in self.steps and state.last_block_input is not None
+            if state.skipping:
+                return hidden_states, encoder_hidden_states
+            return self.fn_ref.original_forward(hidden_states, encoder_hidden_states, *args, **kwargs)
+
+        def reset_state(self, module):
+            self.state_manager.reset()
+            return module
+
+    class ScheduleBlockHook(ModelHook):
+        def __init__(self, state_manager, is_last: bool):
+            super().__init__()
+            self.state_manager = state_manager
+            self.is_last = is_last
+
+        def new_forward(self, module, hidden_states, encoder_hidden_states, *args, **kwargs):
+            state = self.state_manager.get_state()
+            if self.is_last:
+                if state.skipping:
+                    hidden_states, encoder_hidden_states = state.last_block_input
+                else:
+                    state.last_block_input = (hidden_states, encoder_hidden_states)
+            elif state.skipping:
+                return hidden_states, encoder_hidden_states
+            return self.fn_ref.original_forward(hidden_states, encoder_hidden_states, *args, **kwargs)
+
+    return ScheduleHeadHook, ScheduleBlockHook, ScheduleState
+
+
+def _install_head_and_blocks(model, head_hook, block_hook, head_name: str, block_name: str) -> None:
+    from diffusers.hooks.hooks import HookRegistry
+
     blocks = _blocks(model)
     if len(blocks) < 2:
-        raise ValueError("TeaCache needs at least two transformer blocks")
+        raise ValueError("this step cache needs at least two transformer blocks")
+    HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(head_hook, head_name)
+    for index, block in enumerate(blocks[1:], start=1):
+        HookRegistry.check_if_exists_or_initialize(block).register_hook(block_hook(index == len(blocks) - 1), block_name)
+    HookRegistry.check_if_exists_or_initialize(model).invalidate_child_registries_cache()
+
+
+def _apply_schedule(model, steps: frozenset):
+    from diffusers.hooks.hooks import StateManager
+
+    head_class, block_class, state_class = _schedule_classes()
+    state_manager = StateManager(state_class)
+    head = head_class(state_manager, steps)
+    _install_head_and_blocks(model, head, lambda is_last: block_class(state_manager, is_last), _SCHEDULE_HEAD,
+                             _SCHEDULE_BLOCK)
+    return head
+
+
+def _apply_teacache(model, threshold: float):
+    from diffusers.hooks.hooks import StateManager
+
+    head_class, block_class, state_class = _teacache_classes()
     state_manager = StateManager(state_class)
     head = head_class(state_manager, threshold)
-    HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(head, _TEACACHE_HEAD)
-    for index, block in enumerate(blocks[1:], start=1):
-        hook = block_class(state_manager, is_tail=index == len(blocks) - 1)
-        HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, _TEACACHE_BLOCK)
-    HookRegistry.check_if_exists_or_initialize(model).invalidate_child_registries_cache()
+    _install_head_and_blocks(model, head, lambda is_last: block_class(state_manager, is_tail=is_last), _TEACACHE_HEAD,
+                             _TEACACHE_BLOCK)
     return head
 
 
@@ -187,6 +264,8 @@ class StepCache:
         self.threshold = preset_threshold(preset, variant) if threshold is None else float(threshold)
         if self.threshold < 0:
             raise ValueError(f"cache threshold must be 0 or more, got {self.threshold}")
+        if preset == "custom_authors" and variant != "custom":
+            raise ValueError(f"cache preset custom_authors is HunyuanCustom's own schedule; this transformer is {variant}")
         self.stats = CacheStats()
         self.enabled = preset != "off"
         self._head = None
@@ -199,6 +278,8 @@ class StepCache:
             self._head = HookRegistry.check_if_exists_or_initialize(_blocks(model)[0]).get_hook(_FBC_LEADER_BLOCK_HOOK)
         elif preset.startswith("teacache"):
             self._head = _apply_teacache(model, self.threshold)
+        elif preset == "custom_authors":
+            self._head = _apply_schedule(model, AUTHORS_CUSTOM_STEPS)
         if self._head is not None:
             model._reset_stateful_cache()
 
@@ -212,7 +293,7 @@ class StepCache:
         with self.model.cache_context(branch, step_index=step_index, num_inference_steps=steps):
             yield
             state = self._head.state_manager.get_state()
-            skipped = state.skipping if self.preset.startswith("teacache") else not state.should_compute
+            skipped = not state.should_compute if self.preset == "first_block" else state.skipping
         self.stats.skipped += int(skipped)
 
     def remove(self) -> None:
@@ -225,7 +306,7 @@ class StepCache:
             self.model.disable_cache()
         else:
             registry = HookRegistry.check_if_exists_or_initialize(self.model)
-            registry.remove_hook(_TEACACHE_HEAD, recurse=True)
-            registry.remove_hook(_TEACACHE_BLOCK, recurse=True)
+            for name in (_TEACACHE_HEAD, _TEACACHE_BLOCK, _SCHEDULE_HEAD, _SCHEDULE_BLOCK):
+                registry.remove_hook(name, recurse=True)
             registry.invalidate_child_registries_cache()
         self._head = None

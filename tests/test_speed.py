@@ -13,7 +13,7 @@ from hunyuan_video_suite.pipelines.attention import MaskFreeAttention, choose_ba
 from hunyuan_video_suite.pipelines.prompt_encoding import encode_prompt
 from hunyuan_video_suite.pipelines.sampling import SamplingSettings, denoise, initial_noise
 from hunyuan_video_suite.pipelines.speed import SpeedOptions, open_speed
-from hunyuan_video_suite.pipelines.step_cache import CACHE_PRESETS
+from hunyuan_video_suite.pipelines.step_cache import AUTHORS_CUSTOM_STEPS, THRESHOLD_PRESETS
 from hunyuan_video_suite.pipelines.t2v import T2VRequest, generate_t2v
 from hunyuan_video_suite.pipelines.tiny_transformer import tiny_transformer
 from hunyuan_video_suite.pipelines.transformer_loading import LoadedTransformer
@@ -132,15 +132,15 @@ def test_default_options_leave_the_model_as_diffusers_runs_it(encoders, t2v):
     assert all(type(p) is base for name, p in t2v.attn_processors.items() if "context_embedder" not in name)
 
 
-def _run(encoders, model, options, steps, cfg=1.0, info=None):
+def _run(encoders, model, options, steps, cfg=1.0, info=None, variant="t2v"):
     positive = encode_prompt(encoders, "a red fox runs through fresh snow")
     negative = encode_prompt(encoders, "blurry") if cfg > 1 else None
     request = T2VRequest(width=32, height=32, num_frames=5, steps=steps, true_cfg=cfg, seed=2)
-    return generate_t2v(LoadedTransformer(model, "t2v", "test", options), positive, request, negative=negative,
+    return generate_t2v(LoadedTransformer(model, variant, "test", options), positive, request, negative=negative,
                         on_info=info.append if info is not None else None)
 
 
-@pytest.mark.parametrize("preset", [p for p in CACHE_PRESETS if p != "off"])
+@pytest.mark.parametrize("preset", THRESHOLD_PRESETS)
 def test_cache_at_threshold_zero_is_exact(encoders, t2v, preset):
     info = []
     off = _run(encoders, t2v, SpeedOptions(), steps=6, cfg=2.0)
@@ -166,6 +166,23 @@ def test_cache_skips_as_documented(encoders, t2v, preset, skipped):
     # the state of one run never leaks into the next
     again = _run(encoders, t2v, SpeedOptions(cache=preset, cache_threshold=1e9), steps=steps, cfg=2.0, info=info)
     assert torch.equal(again, cached) and info[1] == info[0]
+
+
+def test_custom_authors_schedule_runs_one_block_on_its_eight_steps(encoders):
+    custom = tiny_transformer(encoders.llm.config.hidden_size, encoders.clip.config.hidden_size, 16, variant="custom",
+                              seed=1)
+    options = SpeedOptions(cache="custom_authors")
+    info = []
+    cached = _run(encoders, custom, options, steps=30, cfg=2.0, info=info, variant="custom")
+    off = _run(encoders, custom, SpeedOptions(), steps=30, cfg=2.0, variant="custom")
+    assert f"{2 * len(AUTHORS_CUSTOM_STEPS)} of 60 transformer calls skipped" in info[0]
+    assert not torch.allclose(cached, off)
+    # before the first scheduled step nothing is skipped: the same as no cache
+    early = min(AUTHORS_CUSTOM_STEPS)
+    assert torch.equal(_run(encoders, custom, options, steps=early, variant="custom"),
+                       _run(encoders, custom, SpeedOptions(), steps=early, variant="custom"))
+    with pytest.raises(ValueError, match="custom_authors is HunyuanCustom's own schedule; this transformer is t2v"):
+        _run(encoders, _model("t2v"), options, steps=2)
 
 
 def test_a_higher_threshold_never_skips_fewer_calls(encoders, t2v):
@@ -212,7 +229,7 @@ def test_auto_falls_back_quietly_and_the_notice_reaches_the_info_line(encoders, 
 def test_bad_options_are_refused(encoders, t2v):
     for options, message in [
         (SpeedOptions(attention="fastest"), "attention must be one of masked, auto, sdpa, sage, flash"),
-        (SpeedOptions(cache="magic"), "cache must be one of off, first_block, teacache, teacache_fast"),
+        (SpeedOptions(cache="magic"), "cache must be one of off, first_block, teacache, teacache_fast, custom_authors"),
         (SpeedOptions(cache="teacache", cache_threshold=-1.0), "cache_threshold must be 0 or more"),
     ]:
         with pytest.raises(ValueError, match=message):
