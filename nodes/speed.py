@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..pipelines.attention import BACKEND_TITLES, BACKENDS
+from ..pipelines.attention import BACKEND_TITLES, BACKENDS, choose_backend
 from ..pipelines.speed import SpeedOptions
 from ..pipelines.step_cache import CACHE_PRESETS, PRESET_TITLES, RECOMMENDED_PRESET
+from . import host
 from .types import TRANSFORMER
 
 CATEGORY = "HunyuanVideo Suite/sampling"
@@ -65,14 +66,19 @@ class HYVSSpeedOptions:
                         "needs a working Triton on GPU).",
                     },
                 ),
-            }
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def apply(self, transformer, attention, cache, cache_threshold, compile):
+    def apply(self, transformer, attention, cache, cache_threshold, compile, unique_id=None):
         options = SpeedOptions(
             attention=attention, cache=cache, cache_threshold=cache_threshold or None, compile=bool(compile)
         )
         options.validate()
+        if cache == "custom_authors" and transformer.variant != "custom":
+            raise ValueError(f"cache custom_authors is HunyuanCustom's own schedule; this transformer is {transformer.variant}")
+        choice = choose_backend(attention, host.torch_device())  # probed now, so a missing kernel shows before sampling
+        host.send_progress_text(choice.notice or f"attention: {choice.title}", unique_id)
         return (dataclasses.replace(transformer, speed=options),)
 
 

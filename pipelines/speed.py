@@ -41,13 +41,18 @@ class SpeedSession:
         options.validate()
         self.options = options
         self.steps = steps
+        self.attention = self.cache = None
+        self._lengths: dict[int, tuple[torch.Tensor, tuple[int, ...] | None]] = {}
         choice = choose_backend(options.attention, device)
         self.notice = choice.notice
         self.attention_title = choice.title
-        self.attention = MaskFreeAttention.for_model(model).install(choice) if choice.mask_free else None
-        self.cache = StepCache(model, options.cache, options.cache_threshold, variant)
-        set_compiled(model, options.compile)
-        self._lengths: dict[int, tuple[torch.Tensor, tuple[int, ...] | None]] = {}
+        try:
+            self.cache = StepCache(model, options.cache, options.cache_threshold, variant)
+            self.attention = MaskFreeAttention.for_model(model).install(choice) if choice.mask_free else None
+            set_compiled(model, options.compile)
+        except Exception:
+            self.close()  # a refused option leaves the model as it was
+            raise
 
     def _lengths_of(self, mask: torch.Tensor) -> tuple[int, ...] | None:
         """Text lengths of `mask`, read to the host once per mask tensor (not once per step).
@@ -82,7 +87,8 @@ class SpeedSession:
     def close(self) -> None:
         if self.attention is not None:
             self.attention.remove()
-        self.cache.remove()
+        if self.cache is not None:
+            self.cache.remove()
 
 
 @contextmanager

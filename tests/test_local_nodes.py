@@ -142,7 +142,8 @@ def test_speed_options_node_attaches_options_and_the_sampler_reports_skipped_cal
     transformer, _, encoders = loaded
     sent = []
     monkeypatch.setattr(host, "send_progress_text", lambda text, node_id: sent.append((text, node_id)))
-    fast = _node("HYVS_SpeedOptions")(transformer, "auto", "teacache", 1e3, False)[0]
+    fast = _node("HYVS_SpeedOptions")(transformer, "auto", "teacache", 1e3, False, unique_id="6")[0]
+    assert sent.pop() == ("attention: native", "6")  # probed when the node runs: SDPA on this CPU
     assert transformer.speed.attention == "masked" and transformer.speed.cache == "off"  # the input is left alone
     assert (fast.speed.attention, fast.speed.cache, fast.speed.cache_threshold) == ("auto", "teacache", 1e3)
     assert fast.model is transformer.model and fast.variant == transformer.variant
@@ -156,3 +157,7 @@ def test_speed_options_node_attaches_options_and_the_sampler_reports_skipped_cal
     assert preset.speed.cache_threshold is None  # 0: the preset's published threshold
     with pytest.raises(ValueError, match="attention must be one of"):
         _node("HYVS_SpeedOptions")(transformer, "fastest", "off", 0.0, False)
+    with pytest.raises(ValueError, match="custom_authors is HunyuanCustom's own schedule; this transformer is t2v"):
+        _node("HYVS_SpeedOptions")(transformer, "auto", "custom_authors", 0.0, False)
+    _node("HYVS_SpeedOptions")(transformer, "flash", "off", 0.0, False, unique_id="9")
+    assert sent.pop()[0].startswith("attention 'flash' is not available")

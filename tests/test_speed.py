@@ -181,8 +181,12 @@ def test_custom_authors_schedule_runs_one_block_on_its_eight_steps(encoders):
     early = min(AUTHORS_CUSTOM_STEPS)
     assert torch.equal(_run(encoders, custom, options, steps=early, variant="custom"),
                        _run(encoders, custom, SpeedOptions(), steps=early, variant="custom"))
+    t2v_model = _model("t2v")
     with pytest.raises(ValueError, match="custom_authors is HunyuanCustom's own schedule; this transformer is t2v"):
-        _run(encoders, _model("t2v"), options, steps=2)
+        _run(encoders, t2v_model, options, steps=2)
+    base = transformer_hunyuan_video.HunyuanVideoAttnProcessor2_0
+    assert all(type(p) is base for n, p in t2v_model.attn_processors.items() if "context_embedder" not in n)
+    assert not any(hasattr(block, "_diffusers_hook") and block._diffusers_hook.hooks for block in t2v_model.transformer_blocks)
 
 
 def test_a_higher_threshold_never_skips_fewer_calls(encoders, t2v):
