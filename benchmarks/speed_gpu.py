@@ -106,7 +106,7 @@ def attention_tflops(config: dict, tokens: int, device, dtype, repeats: int = 5)
         ("flash, trimmed", "flash", False),
         ("sage, trimmed", "sage", False),
     ]:
-        choice = attention.choose_backend(requested, device)
+        choice = attention.choose_backend(requested, device, dtype)
         if choice.notice:
             rows.append((f"{label}: {choice.notice}", float("nan")))
             continue

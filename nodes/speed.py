@@ -77,7 +77,7 @@ class HYVSSpeedOptions:
         options.validate()
         if cache == "custom_authors" and transformer.variant != "custom":
             raise ValueError(f"cache custom_authors is HunyuanCustom's own schedule; this transformer is {transformer.variant}")
-        choice = choose_backend(attention, host.torch_device())  # probed now, so a missing kernel shows before sampling
+        choice = choose_backend(attention, host.torch_device(), transformer.dtype)  # probed now, so a missing kernel shows before sampling
         host.send_progress_text(choice.notice or f"attention: {choice.title}", unique_id)
         return (dataclasses.replace(transformer, speed=options),)
 

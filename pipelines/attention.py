@@ -54,7 +54,12 @@ class AttentionChoice:
 
     @property
     def title(self) -> str:
-        return "masked (as diffusers)" if not self.mask_free else self.dispatcher_name
+        return KERNEL_TITLES[self.dispatcher_name]
+
+
+KERNEL_TITLES = {None: "masked (as diffusers)", "native": "sdpa, mask-free", "_flash_3": "FlashAttention-3, mask-free",
+                 "flash": "FlashAttention-2, mask-free", "sage": "SageAttention, mask-free"}
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def _usable(name: str) -> str | None:
@@ -68,19 +73,25 @@ def _usable(name: str) -> str | None:
     return None
 
 
-def choose_backend(requested: str, device) -> AttentionChoice:
-    """Probe `requested` on `device`; a missing optional kernel falls back to SDPA with a one-line notice."""
+def choose_backend(requested: str, device, dtype: torch.dtype = torch.bfloat16) -> AttentionChoice:
+    """Probe `requested` on `device` for a model computing in `dtype`; a kernel that cannot run there
+    falls back to SDPA with a one-line notice."""
     if requested not in BACKENDS:
         raise ValueError(f"attention must be one of {', '.join(BACKENDS)}; got {requested!r}")
     if requested == "masked":
         return AttentionChoice(requested, None)
     if requested == "sdpa":
         return AttentionChoice(requested, "native")
-    on_cuda = torch.device(device).type == "cuda"
+    device_type = torch.device(device).type
     candidates = {"auto": ("_flash_3", "flash"), "flash": ("_flash_3", "flash"), "sage": ("sage",)}[requested]
     reasons = []
     for name in candidates:
-        reason = _usable(name) if on_cuda else f"{name} needs a CUDA GPU, this runs on {torch.device(device).type}"
+        if device_type != "cuda":
+            reason = f"{name} needs a CUDA GPU, this runs on {device_type}"
+        elif dtype not in HALF_DTYPES:
+            reason = f"{name} needs bf16 or fp16 weights, this model computes in {str(dtype).replace('torch.', '')}"
+        else:
+            reason = _usable(name)
         if reason is None:
             return AttentionChoice(requested, name)
         reasons.append(reason)

@@ -43,7 +43,7 @@ class SpeedSession:
         self.steps = steps
         self.attention = self.cache = None
         self._lengths: dict[int, tuple[torch.Tensor, tuple[int, ...] | None]] = {}
-        choice = choose_backend(options.attention, device)
+        choice = choose_backend(options.attention, device, model.dtype)
         self.notice = choice.notice
         self.attention_title = choice.title
         try:

@@ -143,7 +143,7 @@ def test_speed_options_node_attaches_options_and_the_sampler_reports_skipped_cal
     sent = []
     monkeypatch.setattr(host, "send_progress_text", lambda text, node_id: sent.append((text, node_id)))
     fast = _node("HYVS_SpeedOptions")(transformer, "auto", "teacache", 1e3, False, unique_id="6")[0]
-    assert sent.pop() == ("attention: native", "6")  # probed when the node runs: SDPA on this CPU
+    assert sent.pop() == ("attention: sdpa, mask-free", "6")  # probed when the node runs: SDPA on this CPU
     assert transformer.speed.attention == "masked" and transformer.speed.cache == "off"  # the input is left alone
     assert (fast.speed.attention, fast.speed.cache, fast.speed.cache_threshold) == ("auto", "teacache", 1e3)
     assert fast.model is transformer.model and fast.variant == transformer.variant

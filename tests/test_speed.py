@@ -207,16 +207,17 @@ def test_compiled_and_eager_give_the_same_latents(encoders, t2v):
     assert all(block._compiled_call_impl is None for block in t2v.transformer_blocks)
 
 
-@pytest.mark.parametrize("requested,device,reason", [
-    ("sage", "cuda", "sageattention"),
-    ("flash", "cuda", "flash"),
-    ("sage", "cpu", "needs a CUDA GPU"),
+@pytest.mark.parametrize("requested,device,dtype,reason", [
+    ("sage", "cuda", torch.bfloat16, "sageattention"),
+    ("flash", "cuda", torch.float16, "flash"),
+    ("sage", "cpu", torch.bfloat16, "needs a CUDA GPU"),
+    ("flash", "cuda", torch.float32, "needs bf16 or fp16 weights, this model computes in float32"),
 ])
-def test_missing_backend_falls_back_with_one_notice(requested, device, reason, caplog):
-    if device == "cuda" and (torch.cuda.is_available()):
+def test_missing_backend_falls_back_with_one_notice(requested, device, dtype, reason, caplog):
+    if device == "cuda" and torch.cuda.is_available() and dtype != torch.float32:
         pytest.skip("an installed kernel would be chosen on a real GPU")
     with caplog.at_level(logging.WARNING, logger="hunyuan_video_suite"):
-        choice = choose_backend(requested, device)
+        choice = choose_backend(requested, device, dtype)
     assert choice.dispatcher_name == "native"
     assert reason in choice.notice.lower() or reason in choice.notice
     assert "using PyTorch SDPA instead" in choice.notice and "\n" not in choice.notice
