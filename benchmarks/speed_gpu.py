@@ -54,8 +54,8 @@ def build_model(config: dict, device, dtype):
     from diffusers import HunyuanVideoTransformer3DModel
 
     with torch.device("meta"):
-        model = HunyuanVideoTransformer3DModel(**config)
-    model = model.to_empty(device=device).to(dtype)
+        model = HunyuanVideoTransformer3DModel(**config).to(dtype)  # cast on meta: no fp32 copy on the GPU
+    model = model.to_empty(device=device)
     generator = torch.Generator(device).manual_seed(0)
     with torch.no_grad():
         for name, param in model.named_parameters():
