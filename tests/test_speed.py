@@ -267,3 +267,25 @@ def test_sampling_loop_reads_nothing_back_per_step(encoders, t2v, options):
             denoise(t2v, noise, positive, negative, settings, speed=speed)
         reads[steps] = mode.count
     assert reads[2] == reads[5]
+
+
+@pytest.mark.parametrize("variant", ["t2v", "i2v_v1", "i2v_v2", "custom"])
+@pytest.mark.parametrize("preset", THRESHOLD_PRESETS)
+def test_cache_presets_work_for_every_variant(variant, preset):
+    model = _model(variant)
+    inputs = _inputs(model, [_prefix(9)])
+    steps = 5
+
+    def run(options):
+        outputs = []
+        with torch.no_grad(), open_speed(LoadedTransformer(model, variant, "test", options), steps, "cpu") as speed:
+            for index, t in enumerate(torch.linspace(900.0, 100.0, steps)):
+                with speed.call(inputs["encoder_attention_mask"], "cond", index):
+                    outputs.append(model(**{**inputs, "timestep": t.expand(1)})[0])
+        return outputs, speed.cache.stats
+
+    off, _ = run(SpeedOptions(attention="sdpa"))
+    exact, stats = run(SpeedOptions(attention="sdpa", cache=preset, cache_threshold=0.0))
+    assert stats.skipped == 0 and all(torch.equal(a, b) for a, b in zip(exact, off))
+    _, stats = run(SpeedOptions(attention="sdpa", cache=preset, cache_threshold=1e9))
+    assert stats.skipped == (steps - 1 if preset == "first_block" else steps - 2)
