@@ -112,7 +112,8 @@ class HYVSCustomSampler:
         progress = host.Progress(steps, node_id=unique_id)
         with host.on_compute_device(transformer.model) as device:
             latents = generate_custom(transformer, conditioning, request, device=device,
-                                      on_step=lambda done, total: progress.set(done))
+                                      on_step=lambda done, total: progress.set(done),
+                                      on_info=lambda text: host.send_progress_text(text, unique_id))
         return ({"samples": latents.cpu()},)
 
 

@@ -158,7 +158,8 @@ class HYVSI2VSampler:
         progress = host.Progress(steps, node_id=unique_id)
         with host.on_compute_device(transformer.model) as device:
             latent = generate_i2v(transformer, conditioning, request, device=device,
-                                  on_step=lambda done, total: progress.set(done))
+                                  on_step=lambda done, total: progress.set(done),
+                                  on_info=lambda text: host.send_progress_text(text, unique_id))
         return ({**latent, "samples": latent["samples"].cpu()},)
 
 

@@ -83,6 +83,7 @@ class HYVST2VSampler:
             latents = generate_t2v(
                 transformer, positive, request, negative=negative, device=device,
                 on_step=lambda done, total: progress.set(done),
+                on_info=lambda text: host.send_progress_text(text, unique_id),
             )
         return ({"samples": latents.cpu()},)
 

@@ -17,6 +17,7 @@ The recipe is the authors' (hymm_sp/sample_batch.py, data_kits, the Custom pipel
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from .custom_transformer import CustomTransformer, LastBlockCache
 from .image_prompt import require_vision
 from .prompt_encoding import TextEmbeds
 from .sampling import LatentConditioning, SamplingSettings, StepCallback, denoise, initial_noise
+from .speed import open_speed
 from .t2v import MAX_SEED, SIZE_MULTIPLE, VAE_SPATIAL, VAE_TEMPORAL
 from .vae_loading import vae_constants
 
@@ -210,10 +212,17 @@ def branches_fit_together(device, tokens: int, hidden: int, branches: int) -> bo
 
 
 def generate_custom(transformer, conditioning: CustomConditioning, request: CustomRequest, device="cpu",
-                    on_step: StepCallback | None = None) -> torch.Tensor:
-    """Sample a Custom latent `[1, C, T, H/8, W/8]` (VAE space) with `transformer` on `device`."""
+                    on_step: StepCallback | None = None, on_info: Callable[[str], None] | None = None) -> torch.Tensor:
+    """Sample a Custom latent `[1, C, T, H/8, W/8]` (VAE space) with `transformer` on `device`.
+
+    `on_info` receives one line on the speed options in force (skipped calls included) after sampling."""
     request.validate()
     require_custom(transformer)
+    speed_cache = getattr(getattr(transformer, "speed", None), "cache", "off")
+    if request.step_cache and request.steps == CACHE_STEPS and speed_cache != "off":
+        raise ValueError(
+            f"step_cache (the authors' schedule) and the Speed Options cache '{speed_cache}' both skip work: turn one off"
+        )
     check_size(conditioning.width, conditioning.height)
     model = transformer.model
     channels = model.config.out_channels
@@ -239,6 +248,9 @@ def generate_custom(transformer, conditioning: CustomConditioning, request: Cust
                                 true_cfg=request.cfg, image_cfg=request.ip_cfg_scale, batch_branches=batched)
     refs = ReferenceTokens(reference.to(model.dtype), white.to(model.dtype), request.ip_cfg_scale > 0, request.step_cache)
     noise = initial_noise(shape, request.seed).to(device)
-    latents = denoise(CustomTransformer(model), noise, conditioning.positive, conditioning.negative if use_cfg else None,
-                      settings, on_step, refs)
+    with open_speed(transformer, request.steps, device) as speed:
+        latents = denoise(CustomTransformer(model), noise, conditioning.positive,
+                          conditioning.negative if use_cfg else None, settings, on_step, refs, speed)
+    if on_info is not None:
+        on_info(speed.summary())
     return latents / vae_constants()["scaling_factor"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from .image_prompt import I2V_NEGATIVE_PROMPT, encode_i2v_prompt, require_vision
 from .prompt_encoding import TextEmbeds
 from .sampling import LatentConditioning, SamplingSettings, StepCallback, denoise, initial_noise
+from .speed import open_speed
 from .t2v import MAX_SEED, SIZE_MULTIPLE, VAE_SPATIAL, VAE_TEMPORAL
 from .transformer_loading import VARIANT_TITLES
 from .vae_loading import vae_constants
@@ -222,8 +224,10 @@ def check_pairing(transformer_variant: str, conditioning: I2VConditioning) -> No
 
 
 def generate_i2v(transformer, conditioning: I2VConditioning, request: I2VRequest, device="cpu",
-                 on_step: StepCallback | None = None) -> dict:
-    """Sample an I2V video latent; returns a LATENT dict (VAE space; v1 marks its 4 frames to drop)."""
+                 on_step: StepCallback | None = None, on_info: Callable[[str], None] | None = None) -> dict:
+    """Sample an I2V video latent; returns a LATENT dict (VAE space; v1 marks its 4 frames to drop).
+
+    `on_info` receives one line on the speed options in force (skipped calls included) after sampling."""
     request.validate()
     variant = getattr(transformer, "variant", None)
     check_pairing(variant, conditioning)
@@ -245,7 +249,10 @@ def generate_i2v(transformer, conditioning: I2VConditioning, request: I2VRequest
         embedded_guidance=request.embedded_guidance if model.config.guidance_embeds else None,
         true_cfg=request.true_cfg,
     )
-    latents = denoise(model, latents, conditioning.positive, conditioning.negative, settings, on_step, hook)
+    with open_speed(transformer, request.steps, device) as speed:
+        latents = denoise(model, latents, conditioning.positive, conditioning.negative, settings, on_step, hook, speed)
+    if on_info is not None:
+        on_info(speed.summary())
     result = {"samples": latents / vae_constants()["scaling_factor"]}
     if variant == "i2v_v1":
         result[DROP_FRAMES_KEY] = V1_DROPPED_FRAMES

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -83,6 +84,7 @@ def main(argv=None) -> int:
 
     from .decoding import TilingOptions, decode_latents
     from .prompt_encoding import encode_prompt
+    from .speed import SpeedOptions
     from .t2v import T2VRequest, generate_t2v
     from .transformer_loading import DTYPES
 
@@ -97,6 +99,9 @@ def main(argv=None) -> int:
     request.validate()
     started = time.perf_counter()
     transformer, vae, encoders = _demo_models() if demo else _real_models(args, DTYPES[args.dtype or DEFAULT_DTYPE])
+    transformer = dataclasses.replace(
+        transformer, speed=SpeedOptions(args.attention, args.cache, args.cache_threshold, args.compile)
+    )
     print(f"loaded {transformer.source} ({transformer.variant}) in {time.perf_counter() - started:.1f} s", flush=True)
 
     for module in (encoders.llm, encoders.clip):
@@ -111,6 +116,7 @@ def main(argv=None) -> int:
     latents = generate_t2v(
         transformer, positive, request, negative=negative, device=device,
         on_step=lambda done, total: print(f"  step {done}/{total}", flush=True),
+        on_info=lambda text: print(text, flush=True),
     )
     transformer.model.to("cpu")
     vae.to(device)

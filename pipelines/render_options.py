@@ -14,6 +14,8 @@ from pathlib import Path
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")  # H.264 in any of these containers
 DTYPE_CHOICES = ("bf16", "fp16", "fp32")  # = transformer_loading.DTYPES (a test keeps them equal)
 VARIANT_CHOICES = ("auto", "t2v")  # what renders from text alone (Custom needs its reference image)
+ATTENTION_CHOICES = ("masked", "auto", "sdpa", "sage", "flash")  # = attention.BACKENDS (a test keeps them equal)
+CACHE_CHOICES = ("off", "first_block", "teacache", "teacache_fast")  # = step_cache.CACHE_PRESETS
 MAX_SEED = 2**64 - 1  # = t2v.MAX_SEED
 DEFAULT_OUTPUT = "outputs/hunyuan_video.mp4"
 DEMO_DEFAULTS = {"width": 128, "height": 128, "frames": 9, "steps": 4}
@@ -93,6 +95,14 @@ def build_parser(prog: str, description: str) -> OptionParser:
                        help="flow shift, 0.1-100 (default: 7)")
     video.add_argument("--seed", type=_number(int, 0, MAX_SEED, f"from 0 to {MAX_SEED}"), default=0,
                        help="noise seed (default: 0)")
+
+    speed = p.add_argument_group("speed")
+    speed.add_argument("--attention", choices=ATTENTION_CHOICES, default="masked",
+                       help="attention kernel; all but 'masked' trim the prompt padding (default: masked, as diffusers)")
+    speed.add_argument("--cache", choices=CACHE_CHOICES, default="off", help="step cache preset (default: off)")
+    speed.add_argument("--cache-threshold", type=_number(float, 0, 1e9, "0 or more"), default=None,
+                       help="the cache preset's threshold (default: its published value)")
+    speed.add_argument("--compile", action="store_true", help="torch.compile each transformer block (slow first run)")
     return p
 
 

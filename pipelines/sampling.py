@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 
 from .prompt_encoding import TextEmbeds
+from .speed import SpeedSession
 
 if TYPE_CHECKING:
     from diffusers import FlowMatchEulerDiscreteScheduler
@@ -88,8 +90,12 @@ def denoise(
     settings: SamplingSettings,
     on_step: StepCallback | None = None,
     conditioning: LatentConditioning | None = None,
+    speed: SpeedSession | None = None,
 ) -> torch.Tensor:
-    """Run the sampler from `latents` (float32, on the model's device) to the clean latent."""
+    """Run the sampler from `latents` (float32, on the model's device) to the clean latent.
+
+    `speed` (from `speed.open_speed`) wraps each model call; the loop itself reads nothing back to
+    the host, so the GPU is never stalled between steps."""
     conditioning = conditioning or LatentConditioning()
     device = latents.device
     dtype = model.dtype
@@ -107,19 +113,23 @@ def denoise(
     if settings.embedded_guidance is not None:
         guidance = torch.full((latents.shape[0],), settings.embedded_guidance * 1000.0, device=device, dtype=dtype)
 
-    def predict(group: tuple[str, ...], model_input, timestep) -> dict[str, torch.Tensor]:
+    # Each group's text inputs are stacked once, before the loop (no new tensors, no host reads per step).
+    stacked = {group: _stack([texts[b] for b in group]) for group in groups}
+
+    def predict(group: tuple[str, ...], model_input, timestep, index: int) -> dict[str, torch.Tensor]:
         n = len(group)
-        embeds = [texts[b] for b in group]
-        out = model(
-            hidden_states=model_input if n == 1 else torch.cat([model_input] * n),
-            timestep=timestep if n == 1 else torch.cat([timestep] * n),
-            encoder_hidden_states=torch.cat([e.prompt_embeds for e in embeds]),
-            encoder_attention_mask=torch.cat([e.attention_mask for e in embeds]),
-            pooled_projections=torch.cat([e.pooled for e in embeds]),
-            guidance=guidance if guidance is None or n == 1 else torch.cat([guidance] * n),
-            return_dict=False,
-            **conditioning.call_kwargs(group),
-        )[0]
+        embeds = stacked[group]
+        with speed.call(embeds.attention_mask, "+".join(group), index) if speed is not None else nullcontext():
+            out = model(
+                hidden_states=model_input if n == 1 else torch.cat([model_input] * n),
+                timestep=timestep if n == 1 else torch.cat([timestep] * n),
+                encoder_hidden_states=embeds.prompt_embeds,
+                encoder_attention_mask=embeds.attention_mask,
+                pooled_projections=embeds.pooled,
+                guidance=guidance if guidance is None or n == 1 else torch.cat([guidance] * n),
+                return_dict=False,
+                **conditioning.call_kwargs(group),
+            )[0]
         return dict(zip(group, out.chunk(n)))
 
     total = len(scheduler.timesteps)
@@ -129,7 +139,7 @@ def denoise(
         timestep = t.expand(latents.shape[0]).to(latents.dtype)
         preds = {}
         for group in groups:
-            preds.update(predict(group, model_input, timestep))
+            preds.update(predict(group, model_input, timestep, index))
         noise_pred = preds["positive"]
         if use_cfg:
             negative_pred = preds["negative"]
@@ -140,6 +150,12 @@ def denoise(
         if on_step is not None:
             on_step(index + 1, total)
     return latents
+
+
+def _stack(embeds: list[TextEmbeds]) -> TextEmbeds:
+    if len(embeds) == 1:
+        return embeds[0]
+    return TextEmbeds(*(torch.cat([getattr(e, f) for e in embeds]) for f in ("prompt_embeds", "attention_mask", "pooled")))
 
 
 def _same_length(embeds: list[TextEmbeds]) -> bool:

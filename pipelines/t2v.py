@@ -7,11 +7,13 @@ the VAE scaling factor on the way out, and core VAE Decode takes latents as they
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from .prompt_encoding import TextEmbeds
 from .sampling import SamplingSettings, StepCallback, denoise, initial_noise
+from .speed import open_speed
 from .vae_loading import vae_constants
 
 VAE_TEMPORAL = 4
@@ -70,8 +72,11 @@ def generate_t2v(
     negative: TextEmbeds | None = None,
     device="cpu",
     on_step: StepCallback | None = None,
+    on_info: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
-    """Sample a T2V latent `[B, C, T, H/8, W/8]` (VAE space) with `transformer` on `device`."""
+    """Sample a T2V latent `[B, C, T, H/8, W/8]` (VAE space) with `transformer` on `device`.
+
+    `on_info` receives one line on the speed options in force (skipped calls included) after sampling."""
     request.validate()
     if request.true_cfg > 1.0 and negative is None:
         raise ValueError("cfg above 1.0 needs a negative prompt (connect the 'negative' input)")
@@ -94,7 +99,11 @@ def generate_t2v(
     positive = _repeat(positive, request.batch_size)
     negative = _repeat(negative, request.batch_size) if negative is not None else None
     noise = initial_noise(request.latent_shape(model.config.in_channels), request.seed).to(device)
-    return denoise(model, noise, positive, negative, settings, on_step) / vae_constants()["scaling_factor"]
+    with open_speed(transformer, request.steps, device) as speed:
+        latents = denoise(model, noise, positive, negative, settings, on_step, speed=speed)
+    if on_info is not None:
+        on_info(speed.summary())
+    return latents / vae_constants()["scaling_factor"]
 
 
 def _repeat(embeds: TextEmbeds, batch: int) -> TextEmbeds:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ import torch
 from . import checkpoints
 from .checkpoint_kinds import guess_checkpoint_kind
 from .checkpoints import CheckpointError
+from .speed import SpeedOptions
 from .transformer_keys import UnknownKeyError, authors_to_diffusers
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class LoadedTransformer:
     model: HunyuanVideoTransformer3DModel
     variant: str
     source: str
+    speed: SpeedOptions = field(default_factory=SpeedOptions)  # the default runs the model as diffusers does
 
     @property
     def dtype(self) -> torch.dtype:
@@ -213,8 +215,15 @@ def _check_variant_fits(shapes, variant: str) -> None:
         raise CheckpointError(f"variant i2v_v1 needs {2 * latent + 1} input channels, this model has {in_channels}")
     if variant != "i2v_v1" and in_channels != latent:
         raise CheckpointError(f"variant {variant} needs {latent} input channels, this model takes {in_channels} (I2V v1?)")
+    _check_guidance_fits(variant, has_guidance)
+
+
+def _check_guidance_fits(variant: str, has_guidance: bool) -> None:
+    """T2V and I2V v2 are distilled with a guidance embedding; HunyuanCustom has none (real CFG instead)."""
     if variant in ("t2v", "i2v_v2") and not has_guidance:
         raise CheckpointError(f"variant {variant} needs the guidance embedding, which this model lacks (HunyuanCustom?)")
+    if variant == "custom" and has_guidance:
+        raise CheckpointError("variant custom: this model has a guidance embedding, which HunyuanCustom lacks (T2V or I2V v2?)")
 
 
 def _load_diffusers_folder(folder: Path, variant: str, dtype: str, device) -> LoadedTransformer:
@@ -231,6 +240,10 @@ def _load_diffusers_folder(folder: Path, variant: str, dtype: str, device) -> Lo
     chosen = detected if variant == "auto" else variant
     if IMAGE_CONDITION_TYPE[chosen] != config.get("image_condition_type"):
         raise CheckpointError(f"{folder}: configured as {VARIANT_TITLES[detected]}, not {VARIANT_TITLES[chosen]}")
+    try:
+        _check_guidance_fits(chosen, bool(config.get("guidance_embeds", True)))
+    except CheckpointError as e:
+        raise CheckpointError(f"{folder}: {e}") from e
     target = resolve_dtype(dtype, getattr(torch, str(config.get("torch_dtype")), torch.bfloat16))
     from diffusers import HunyuanVideoTransformer3DModel
 

@@ -136,3 +136,26 @@ def test_bad_sizes_are_refused_when_comfyui_validates_the_prompt():
     assert decode.VALIDATE_INPUTS(tile_size=256, tile_overlap=64, tile_frames=16, frame_overlap=4) is True
     assert decode.VALIDATE_INPUTS(tile_size=256, tile_overlap=256, tile_frames=16, frame_overlap=4).startswith(
         "tile_overlap must be a multiple of 8 below tile_size")
+
+
+def test_speed_options_node_attaches_options_and_the_sampler_reports_skipped_calls(loaded, monkeypatch):
+    transformer, _, encoders = loaded
+    sent = []
+    monkeypatch.setattr(host, "send_progress_text", lambda text, node_id: sent.append((text, node_id)))
+    fast = _node("HYVS_SpeedOptions")(transformer, "auto", "teacache", 1e3, False, unique_id="6")[0]
+    assert sent.pop() == ("attention: sdpa, mask-free", "6")  # probed when the node runs: SDPA on this CPU
+    assert transformer.speed.attention == "masked" and transformer.speed.cache == "off"  # the input is left alone
+    assert (fast.speed.attention, fast.speed.cache, fast.speed.cache_threshold) == ("auto", "teacache", 1e3)
+    assert fast.model is transformer.model and fast.variant == transformer.variant
+    positive = _node("HYVS_TextEncode")(encoders, "a lighthouse in a storm")[0]
+    plain = _node("HYVS_T2VSampler")(transformer, positive, 32, 32, 5, 5, 6.0, 1.0, 7.0, 3, unique_id="7")[0]
+    cached = _node("HYVS_T2VSampler")(fast, positive, 32, 32, 5, 5, 6.0, 1.0, 7.0, 3, unique_id="8")[0]
+    assert sent[0] == ("speed: attention masked (as diffusers)", "7")
+    assert sent[1][1] == "8" and "cache teacache 1000: 3 of 5 transformer calls skipped" in sent[1][0]
+    assert not torch.allclose(plain["samples"], cached["samples"])
+    preset = _node("HYVS_SpeedOptions")(transformer, "sdpa", "first_block", 0.0, False)[0]
+    assert preset.speed.cache_threshold is None  # 0: the preset's published threshold
+    with pytest.raises(ValueError, match="attention must be one of"):
+        _node("HYVS_SpeedOptions")(transformer, "fastest", "off", 0.0, False)
+    _node("HYVS_SpeedOptions")(transformer, "flash", "off", 0.0, False, unique_id="9")
+    assert sent.pop()[0].startswith("attention 'flash' is not available")

@@ -25,7 +25,7 @@ def test_imports_under_a_path_derived_name():
 def test_every_local_node_is_registered_with_prefixed_ids():
     pack = _import_under("hunyuan_video_suite_again")
     local = {"HYVS_TransformerLoader", "HYVS_VAELoader", "HYVS_TextEncoderLoader", "HYVS_DiffusersLoader",
-             "HYVS_TextEncode", "HYVS_T2VSampler", "HYVS_Decode"}
+             "HYVS_TextEncode", "HYVS_T2VSampler", "HYVS_SpeedOptions", "HYVS_Decode"}
     assert local <= set(pack.NODE_CLASS_MAPPINGS)
     for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
         assert node_id.startswith("HYVS_"), node_id

@@ -11,6 +11,8 @@ import pytest
 from conftest import PACK_ROOT
 from hunyuan_video_suite.pipelines import render_options, tiny
 from hunyuan_video_suite.pipelines.render import DEMO_NOTICE, main
+from hunyuan_video_suite.pipelines.attention import BACKENDS
+from hunyuan_video_suite.pipelines.step_cache import CACHE_PRESETS
 from hunyuan_video_suite.pipelines.t2v import MAX_SEED
 from hunyuan_video_suite.pipelines.tiny_transformer import save_transformer, tiny_transformer
 from hunyuan_video_suite.pipelines.transformer_loading import DTYPES
@@ -123,6 +125,8 @@ def test_an_image_to_video_transformer_is_refused_before_loading(files, capsys, 
 def test_option_choices_match_the_engine():
     assert render_options.DTYPE_CHOICES == tuple(DTYPES)
     assert render_options.VARIANT_CHOICES == ("auto", "t2v")
+    assert render_options.ATTENTION_CHOICES == BACKENDS
+    assert render_options.CACHE_CHOICES == CACHE_PRESETS
     assert render_options.MAX_SEED == MAX_SEED
 
 
@@ -162,3 +166,12 @@ def test_the_readme_command_runs_from_any_folder(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == ("python3 -m pipelines.render: error: --output must end in .mp4, .mov, .mkv, "
                                      "got 'clip.gif' (see --help)")
+
+
+def test_speed_flags_reach_the_sampler(tmp_path, capsys):
+    assert main(["--output", str(tmp_path / "fast.mp4"), "--frames", "5", "--steps", "4", "--attention", "flash",
+                 "--cache", "first_block", "--cache-threshold", "1e6"]) == 0
+    out = capsys.readouterr().out
+    assert "attention 'flash' is not available" in out
+    assert "cache first_block 1e+06: 3 of 4 transformer calls skipped" in out
+    assert "--cache: invalid choice: 'magic'" in _error_line(capsys, ["--output", str(tmp_path / "x.mp4"), "--cache", "magic"])

@@ -83,6 +83,14 @@ def test_variant_that_does_not_fit_the_weights_is_refused(tmp_path):
         load_transformer(path, variant="t2v")
     with pytest.raises(ValueError, match="variant must be one of auto, t2v, i2v_v1, i2v_v2, custom"):
         load_transformer(path, variant="i2v")
+    t2v = tiny_transformer(text_dim=24, pooled_dim=12, latent_channels=4, variant="t2v", seed=6)
+    for saved in (save_transformer(t2v, tmp_path / "t2v.safetensors"),
+                  save_transformer(t2v, tmp_path / "t2v_folder", layout="diffusers")):
+        with pytest.raises(CheckpointError, match="variant custom: this model has a guidance embedding"):
+            load_transformer(saved, variant="custom")
+    custom_folder = save_transformer(model, tmp_path / "custom_folder", layout="diffusers")
+    with pytest.raises(CheckpointError, match="custom_folder: variant t2v needs the guidance embedding"):
+        load_transformer(custom_folder, variant="t2v")
 
 
 @pytest.mark.parametrize("name,variant", REAL_FILES.items())
