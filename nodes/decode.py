@@ -43,8 +43,8 @@ class HYVSDecode:
         tiling.validate()
         latents = samples["samples"]
         host.check_interrupt()
-        with host.on_compute_device(vae):
-            frames = decode_latents(vae, latents, tiling)
+        with host.vae_on_compute_device(vae, tuple(latents.shape), tiling) as fitted:
+            frames = decode_latents(vae, latents, fitted)
         images = frames.reshape(-1, *frames.shape[2:])
         return (images, host.video_from_frames(images, fps))
 

@@ -19,7 +19,7 @@ from . import checkpoints
 from .checkpoint_kinds import guess_checkpoint_kind
 from .checkpoints import CheckpointError
 from .fp8_linear import FP8_DTYPE, quantize_linears
-from .offload import MemoryOptions
+from .offload import TRANSFORMER_BLOCKS, MemoryOptions
 from .streaming_load import FP8_DTYPES, StoragePlan, TensorSource, quantizable_block_prefixes, stream_into
 from .transformer_keys import UnknownKeyError, convert_authors_tensor
 
@@ -37,8 +37,7 @@ IMAGE_CONDITION_TYPE = {"t2v": None, "i2v_v1": "latent_concat", "i2v_v2": "token
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # `weight_dtype` of the transformer: how its weights are *stored*; fp8 storage computes in bf16.
 WEIGHT_DTYPES = ("auto", *DTYPES, "fp8_e4m3fn")
-# The ModuleLists whose linears hold ~97% of the weights: where fp8 storage and offload apply.
-BLOCK_CONTAINERS = ("transformer_blocks", "single_transformer_blocks")
+BLOCK_CONTAINERS = TRANSFORMER_BLOCKS  # where fp8 storage and offload apply
 
 
 @dataclass
@@ -53,6 +52,7 @@ class LoadedTransformer:
     variant: str
     source: str
     memory: MemoryOptions = field(default_factory=MemoryOptions)
+    weight_dtype: str = "auto"  # as the user asked; the planner may store in fp8 only when this is auto
 
     @property
     def dtype(self) -> torch.dtype:
@@ -210,7 +210,7 @@ def _load_single_file(path: Path, variant: str, dtype: str, device) -> LoadedTra
     if missing:
         raise CheckpointError(f"does not match the HunyuanVideo transformer layout (missing {sorted(missing)[:3]})")
     model.to(device).eval()
-    return LoadedTransformer(model=model, variant=chosen, source=str(path))
+    return LoadedTransformer(model=model, variant=chosen, source=str(path), weight_dtype=dtype)
 
 
 def _require_authors_layout(keys) -> None:
@@ -258,4 +258,4 @@ def _load_diffusers_folder(folder: Path, variant: str, dtype: str, device) -> Lo
         linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith(BLOCK_CONTAINERS)]
         quantize_linears(model, linears, plan.compute)
     model.to(device).eval()
-    return LoadedTransformer(model=model, variant=chosen, source=str(folder))
+    return LoadedTransformer(model=model, variant=chosen, source=str(folder), weight_dtype=dtype)

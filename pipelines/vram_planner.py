@@ -45,6 +45,8 @@ DECODE_TILE_SIZES = (512, 384, 256, 192, 128)
 DECODE_TILE_FRAMES = 16
 DECODE_TILE_OVERLAP = 64
 FP8_SCRATCH_BYTES_PER_WEIGHT = 6
+ENCODER_TOKENS = 256 + 95  # the prompt plus the T2V template that is cropped off afterwards
+ENCODER_ACTIVATION_FACTOR = 8
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,16 @@ class ModelFacts:
 
     @classmethod
     def from_model(cls, model, containers) -> "ModelFacts":
+        """A HunyuanVideo transformer (diffusers config names)."""
+        return cls._read(model, containers, int(model.config.num_attention_heads * model.config.attention_head_dim))
+
+    @classmethod
+    def from_llm(cls, llm, containers) -> "ModelFacts":
+        """A transformers text model (`config.hidden_size`)."""
+        return cls._read(llm, containers, int(llm.config.hidden_size))
+
+    @classmethod
+    def _read(cls, model, containers, hidden: int) -> "ModelFacts":
         from .fp8_linear import ScaledFp8Linear
         from .offload import blocks_in_order, module_bytes
 
@@ -69,8 +81,7 @@ class ModelFacts:
         linears = [m.weight.numel() for b in blocks for m in b.modules() if hasattr(m, "in_features")]
         compute = next((p.element_size() for p in model.parameters() if p.is_floating_point()), 2)
         block_bytes = tuple(module_bytes(b) for b in blocks)
-        return cls(block_bytes, total - sum(block_bytes), int(model.config.num_attention_heads * model.config.attention_head_dim),
-                   compute, max(fp8, default=0), max(linears, default=0))
+        return cls(block_bytes, total - sum(block_bytes), hidden, compute, max(fp8, default=0), max(linears, default=0))
 
     def as_fp8(self) -> "ModelFacts":
         """The same model with its block linears stored in fp8 (about half the block bytes)."""
@@ -200,6 +211,22 @@ def plan_memory(free: int, facts: ModelFacts, request: Request, offload="auto", 
     tile = choose_decode_tile(request, free, vae_bytes)
     return Plan(resident, total, facts.is_fp8, quantize, tile, DECODE_TILE_FRAMES, needed,
                 decode_bytes(request, tile, vae_bytes), free)
+
+
+def plan_resident_layers(free: int, facts: ModelFacts, tokens: int = ENCODER_TOKENS) -> int | None:
+    """Text encoders: how many layers fit next to the rest (None: all of them). Encoding one prompt
+    keeps every layer's hidden states (transformers' output_hidden_states), bounded here by
+    ENCODER_ACTIVATION_FACTOR x tokens x hidden x bytes per layer (a generous bound, not measured)."""
+    layers = len(facts.block_bytes)
+    activations = int(ENCODER_ACTIVATION_FACTOR * tokens * facts.hidden * facts.compute_bytes * max(layers, 1))
+    fixed = RESERVE + facts.other_bytes + activations + FP8_SCRATCH_BYTES_PER_WEIGHT * facts.largest_fp8_linear
+    if fixed + sum(facts.block_bytes) <= free:
+        return None
+    for resident in range(layers - 1, -1, -1):
+        if fixed + sum(facts.block_bytes[:resident]) + 2 * max(facts.block_bytes[resident:]) <= free:
+            return resident
+    raise DoesNotFit(fixed + 2 * max(facts.block_bytes), free,
+                     "Free GPU memory used by other programs, or use the fp8 text encoder file.")
 
 
 def _most_resident(free: int, facts: ModelFacts, request: Request) -> int | None:
