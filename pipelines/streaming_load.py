@@ -39,7 +39,8 @@ class TensorSource:
     the weights, and each tensor on request. safetensors files are read through `safe_open`
     (memory-mapped); pickled files, which cannot be streamed, come in as an already loaded dict."""
 
-    def __init__(self, path: str | Path, prefixes: tuple[str, ...] = ()):
+    def __init__(self, path: str | Path, prefixes: tuple[str, ...] = (), drop: tuple[str, ...] = ()):
+        """`prefixes`: strip the first one every weight name shares; `drop`: ignore names starting so."""
         self.path = Path(path)
         self._tensors: Mapping[str, torch.Tensor] | None = None
         self._file = None
@@ -49,6 +50,7 @@ class TensorSource:
         else:
             self._tensors = checkpoints.load_state_dict(self.path)
             infos = {k: (tuple(v.shape), v.dtype) for k, v in self._tensors.items()}
+        infos = {k: v for k, v in infos.items() if not k.startswith(drop)} if drop else infos
         weights = [k for k in infos if not k.endswith(checkpoints.FP8_MARKER)]
         prefix = next((p for p in prefixes if weights and all(k.startswith(p) for k in weights)), "")
         self._names = {k[len(prefix):]: k for k in infos if k.startswith(prefix)}

@@ -131,3 +131,21 @@ def test_fp8_loader_never_holds_a_bf16_copy_of_the_file(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["storage"] == "torch.float8_e4m3fn"
     assert report["peak_over_base"] <= 1.25 * size, (report, size)
+
+
+def test_llava_llama3_fp8_file_stays_fp8_and_encodes_like_its_dequantized_form(tmp_path):
+    from hunyuan_video_suite.pipelines import tiny
+    from hunyuan_video_suite.pipelines.text_encoder_loading import llama_from_file
+
+    encoders = tiny.tiny_text_encoders(seed=3)
+    paths = tiny.save_text_encoders(encoders, tmp_path, layout="comfy", fp8=True)
+    kept = llama_from_file(paths["llm"], torch.bfloat16)
+    expanded = llama_from_file(paths["llm"], torch.float32).to(torch.bfloat16)
+    layers = [m for m in kept.modules() if isinstance(m, ScaledFp8Linear)]
+    assert len(layers) == 7 * kept.config.num_hidden_layers  # q, k, v, o, gate, up, down in every layer
+    assert kept.dtype == torch.bfloat16
+    ids = torch.tensor([[1, 5, 9, 40, 7, 3]])
+    with torch.no_grad():
+        a = kept(input_ids=ids, output_hidden_states=True).hidden_states[-3].float()
+        b = expanded(input_ids=ids, output_hidden_states=True).hidden_states[-3].float()
+    torch.testing.assert_close(a, b, rtol=1.6e-2, atol=2e-2)
