@@ -17,11 +17,13 @@ import torch
 
 from . import tiny
 from .decoding import TilingOptions, decode_latents
+from .offload import MemoryOptions, parse_offload
 from .prompt_encoding import encode_prompt
+from .sampling_memory import plan_sampling, text_encoders_on_device, transformer_on_device
 from .t2v import T2VRequest, generate_t2v
 from .text_encoder_loading import load_text_encoders_from_files, load_text_encoders_from_folder
 from .tiny_transformer import tiny_transformer
-from .transformer_loading import DTYPES, LoadedTransformer, load_transformer
+from .transformer_loading import DTYPES, WEIGHT_DTYPES, LoadedTransformer, load_transformer
 from .vae_loading import load_vae
 from .video_io import write_mp4
 
@@ -43,7 +45,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--clip", help="CLIP-L file (ComfyUI layout)")
     parser.add_argument("--tokenizers", help="folder with llama_tokenizer/ and clip_tokenizer/ (for --llm/--clip)")
     parser.add_argument("--variant", default="auto")
-    parser.add_argument("--dtype", default="bf16", choices=list(DTYPES))
+    parser.add_argument("--dtype", default="bf16", choices=list(DTYPES), help="VAE and text encoders")
+    parser.add_argument("--weight-dtype", default="auto", choices=WEIGHT_DTYPES,
+                        help="transformer storage: auto keeps fp8 files fp8; fp8_e4m3fn stores a bf16 file's blocks in fp8")
+    parser.add_argument("--offload", default="auto", type=parse_offload,
+                        help="auto (planner), off (all on the GPU) or the number of transformer blocks kept on the GPU")
+    parser.add_argument("--fp8-matmul", default="off", choices=("off", "auto"),
+                        help="fp8 matmuls for fp8-stored blocks on GPUs that have them (compute capability 8.9+)")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--width", type=int)
     parser.add_argument("--height", type=int)
@@ -69,7 +77,7 @@ def _demo_models():
 def _real_models(args, dtype):
     if args.diffusers:
         root = Path(args.diffusers)
-        transformer = load_transformer(root, variant=args.variant, dtype=args.dtype)
+        transformer = load_transformer(root, variant=args.variant, dtype=args.weight_dtype)
         return transformer, load_vae(str(root / "vae"), dtype=dtype), load_text_encoders_from_folder(str(root), dtype=dtype)
     missing = [name for name in ("transformer", "vae", "llm", "clip", "tokenizers") if not getattr(args, name)]
     if missing:
@@ -78,7 +86,7 @@ def _real_models(args, dtype):
     encoders = load_text_encoders_from_files(
         args.llm, args.clip, str(tokenizers / "llama_tokenizer"), str(tokenizers / "clip_tokenizer"), dtype=dtype
     )
-    transformer = load_transformer(args.transformer, variant=args.variant, dtype=args.dtype)
+    transformer = load_transformer(args.transformer, variant=args.variant, dtype=args.weight_dtype)
     return transformer, load_vae(args.vae, dtype=dtype), encoders
 
 
@@ -97,22 +105,23 @@ def main(argv=None) -> int:
     transformer, vae, encoders = _demo_models() if demo else _real_models(args, DTYPES[args.dtype])
     print(f"loaded {transformer.source} ({transformer.variant}) in {time.perf_counter() - started:.1f} s", flush=True)
 
-    for module in (encoders.llm, encoders.clip):
-        module.to(device)
-    positive = encode_prompt(encoders, args.prompt, device)
-    negative = encode_prompt(encoders, args.negative_prompt, device) if args.cfg > 1 else None
-    for module in (encoders.llm, encoders.clip):
-        module.to("cpu")
+    transformer.memory = MemoryOptions(offload=args.offload, fp8_compute=args.fp8_matmul)
+    plan = plan_sampling(transformer, request.width, request.height, request.num_frames, request.batch_size, device)
+    if plan is not None:
+        print(plan.describe(), flush=True)
+    with text_encoders_on_device(encoders, device):
+        positive = encode_prompt(encoders, args.prompt, device)
+        negative = encode_prompt(encoders, args.negative_prompt, device) if args.cfg > 1 else None
 
-    transformer.model.to(device)
     print(f"sampling {request.width}x{request.height}, {request.num_frames} frames, {request.steps} steps on {device}", flush=True)
-    latents = generate_t2v(
-        transformer, positive, request, negative=negative, device=device,
-        on_step=lambda done, total: print(f"  step {done}/{total}", flush=True),
-    )
-    transformer.model.to("cpu")
+    with transformer_on_device(transformer, device, plan):
+        latents = generate_t2v(
+            transformer, positive, request, negative=negative, device=device,
+            on_step=lambda done, total: print(f"  step {done}/{total}", flush=True),
+        )
     vae.to(device)
-    frames = decode_latents(vae, latents, TilingOptions())[0]
+    tiling = TilingOptions(tile_size=plan.decode_tile) if plan is not None else TilingOptions()
+    frames = decode_latents(vae, latents, tiling)[0]
     path = write_mp4(frames, args.output, args.fps)
     print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}) in {time.perf_counter() - started:.1f} s")
     if demo:

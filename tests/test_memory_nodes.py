@@ -70,3 +70,14 @@ def test_a_request_that_cannot_fit_is_refused_before_sampling(parts, monkeypatch
     with pytest.raises(DoesNotFit, match=r"needs about \d+\.\d GB .* only 1\.0 GB is free"):
         node.sample(transformer, positive, 1280, 720, 129, 2, 6.0, 1.0, 7.0, 1)
     assert steps == []  # refused before the first step
+
+
+def test_cli_exposes_the_same_choices(capsys):
+    from hunyuan_video_suite.pipelines.render import parse_args
+
+    args = parse_args(["--offload", "12", "--weight-dtype", "fp8_e4m3fn", "--fp8-matmul", "auto"])
+    assert (args.offload, args.weight_dtype, args.fp8_matmul) == (12, "fp8_e4m3fn", "auto")
+    assert parse_args([]).offload == "auto" and parse_args([]).weight_dtype == "auto"
+    with pytest.raises(SystemExit):
+        parse_args(["--offload", "half"])
+    assert "--offload" in capsys.readouterr().err
