@@ -91,11 +91,15 @@ def _decode_in_chunks(vae, latents: torch.Tensor, device) -> torch.Tensor:
     stride = vae.tile_sample_stride_num_frames
     blend = vae.tile_sample_min_num_frames - stride
     num_frames = (latents.shape[2] - 1) * ratio + 1
-    pieces, previous = [], None
+    video, previous, done = None, None, 0
     for start in range(0, latents.shape[2], stride_latent):
         decoded = _decode_chunk(vae, latents[:, :, start : start + chunk_latent + 1].to(device)).cpu()
         if start > 0:
             decoded = vae.blend_t(previous, decoded[:, :, 1:], blend)
-        pieces.append(decoded[:, :, : stride + (1 if start == 0 else 0)])
+        piece = decoded[:, :, : min(stride + (1 if start == 0 else 0), num_frames - done)]
+        if video is None:  # the finished frames go straight into the result: no list, no concatenation
+            video = torch.empty((*piece.shape[:2], num_frames, *piece.shape[3:]), dtype=piece.dtype)
+        video[:, :, done : done + piece.shape[2]] = piece
+        done += piece.shape[2]
         previous = decoded
-    return torch.cat(pieces, dim=2)[:, :, :num_frames]
+    return video
