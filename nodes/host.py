@@ -236,7 +236,7 @@ def transformer_on_compute_device(transformer, width: int, height: int, frames: 
         log.info("%s", plan.describe())
         send_progress_text(plan.describe(), node_id)
     try:
-        with transformer_on_device(transformer, device, plan):
+        with transformer_on_device(transformer, device, plan, offload_device()):
             yield device
     finally:
         release_memory()
@@ -249,7 +249,7 @@ def text_encoders_on_compute_device(encoders):
     if device.type != "cpu":
         free_memory_for_sampling()
     try:
-        with text_encoders_on_device(encoders, device):
+        with text_encoders_on_device(encoders, device, home=offload_device()):
             yield device
     finally:
         release_memory()

@@ -126,10 +126,11 @@ class _OffloadedBlock:
 class BlockOffloader:
     """Keeps the first `resident` blocks (execution order) on `device` with the rest of the model and
     streams the others in one at a time, one block ahead. `attach()` sets it up, `detach()` puts the
-    whole model back in CPU memory."""
+    whole model back on `home` (CPU memory, or where ComfyUI keeps idle models)."""
 
-    def __init__(self, model: nn.Module, containers, device, resident: int, pin: bool | None = None):
+    def __init__(self, model: nn.Module, containers, device, resident: int, pin: bool | None = None, home="cpu"):
         self.model = model
+        self.home = torch.device(home)
         self.device = torch.device(device)
         self.blocks = blocks_in_order(model, containers)
         self.resident = max(0, min(int(resident), len(self.blocks)))
@@ -173,7 +174,7 @@ class BlockOffloader:
         for entry in self._offloaded:
             entry.offload()
         self._offloaded = []
-        self.model.to("cpu")
+        self.model.to(self.home)
         self._stream = None
 
     def _prefetch(self, index: int) -> None:
@@ -225,18 +226,18 @@ def _tensors_direct(model: nn.Module):
 
 
 @contextmanager
-def model_on_device(model: nn.Module, containers, device, resident: int | None):
+def model_on_device(model: nn.Module, containers, device, resident: int | None, home="cpu"):
     """The model ready to run on `device` for the block's body: wholly (`resident=None`) or with only
-    `resident` blocks on it and the others streamed; always back in CPU memory afterwards."""
+    `resident` blocks on it and the others streamed; always back on `home` afterwards."""
     device = torch.device(device)
     if resident is None or resident >= len(blocks_in_order(model, containers)):
         model.to(device)
         try:
             yield None
         finally:
-            model.to("cpu")
+            model.to(home)
         return
-    offloader = BlockOffloader(model, containers, device, resident).attach()
+    offloader = BlockOffloader(model, containers, device, resident, home=home).attach()
     try:
         yield offloader
     finally:

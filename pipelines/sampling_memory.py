@@ -50,9 +50,10 @@ def plan_sampling(transformer, width: int, height: int, frames: int, batch: int,
 
 
 @contextmanager
-def transformer_on_device(transformer, device, plan: Plan | None):
+def transformer_on_device(transformer, device, plan: Plan | None, home="cpu"):
     """The transformer ready on `device` as `plan` says (all resident without a plan), fp8 matmuls on
-    where asked and supported; back in CPU memory afterwards."""
+    where asked and supported; back on `home` afterwards. A plan that quantizes converts the block
+    linears to fp8 in place (the model stays fp8 for later runs, as the plan line says)."""
     model = transformer.model
     if plan is not None and plan.quantize:
         names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith(BLOCK_CONTAINERS)]
@@ -60,16 +61,16 @@ def transformer_on_device(transformer, device, plan: Plan | None):
     set_fp8_compute(model, transformer.memory.fp8_compute == "auto", device)
     resident = plan.resident_blocks if plan is not None and plan.offload else None
     try:
-        with model_on_device(model, BLOCK_CONTAINERS, device, resident):
+        with model_on_device(model, BLOCK_CONTAINERS, device, resident, home):
             yield device
     finally:
         set_fp8_compute(model, False)
 
 
 @contextmanager
-def text_encoders_on_device(encoders, device, free: int | None = None):
+def text_encoders_on_device(encoders, device, free: int | None = None, home="cpu"):
     """Both text encoders on `device` for encoding; the Llama layers streamed when they do not all fit
-    in the free memory (an 8 GB card and a bf16 Llama-3-8B); both back in CPU memory afterwards."""
+    in the free memory (an 8 GB card and a bf16 Llama-3-8B); both back on `home` afterwards."""
     free = free_bytes(device) if free is None else free
     llm = encoders.llm
     resident = None
@@ -78,10 +79,10 @@ def text_encoders_on_device(encoders, device, free: int | None = None):
         resident = plan_resident_layers(free - clip_bytes, ModelFacts.from_llm(llm, LLM_CONTAINERS))
     encoders.clip.to(device)
     try:
-        with model_on_device(llm, LLM_CONTAINERS, device, resident):
+        with model_on_device(llm, LLM_CONTAINERS, device, resident, home):
             yield device
     finally:
-        encoders.clip.to("cpu")
+        encoders.clip.to(home)
 
 
 def fit_decode_tiling(tiling, latents_shape, vae, device, free: int | None = None):
