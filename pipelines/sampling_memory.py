@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import torch
 
+from . import token_chunking
 from .fp8_linear import quantize_linears, set_fp8_compute
 from .offload import TRANSFORMER_BLOCKS as BLOCK_CONTAINERS
 from .offload import model_on_device, parse_offload
@@ -59,12 +60,15 @@ def transformer_on_device(transformer, device, plan: Plan | None, home="cpu"):
         names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith(BLOCK_CONTAINERS)]
         quantize_linears(model, names, model.dtype)
     set_fp8_compute(model, transformer.memory.fp8_compute == "auto", device)
+    if plan is not None and plan.chunk_tokens:
+        token_chunking.enable(model, plan.chunk_tokens)
     resident = plan.resident_blocks if plan is not None and plan.offload else None
     try:
         with model_on_device(model, BLOCK_CONTAINERS, device, resident, home):
             yield device
     finally:
         set_fp8_compute(model, False)
+        token_chunking.disable(model)
 
 
 @contextmanager

@@ -24,6 +24,10 @@ Where the constants come from:
   544x960x129 and 720x1280x129: 18.07-18.15, the single-stream block being the peak (double block
   13.1). `benchmarks/planner_constants.py` re-measures it; tests/test_vram_planner.py checks it on a
   small model on CPU.
+- ACTIVATION_FACTOR_CHUNKED = 14.2: the same count with the feed-forward paths computed over chunks
+  of 8192 tokens (pipelines/token_chunking.py): 14.14-14.15 at 544p and 720p x 129, the same for
+  chunks of 4096-16384 (the attention step is then the peak). The planner chunks whenever the model
+  does not fit wholly on the GPU without it.
 - VAE_BYTES_PER_OUTPUT_VOXEL = 2340 (bf16): measured the same way on the real VAE widths
   (128/256/512/512) for tiles of 128-512 px and 16-32 frames: 2286-2330.
 - RESERVE = 1.5 GiB: CUDA context, cuBLAS/cuDNN workspaces and allocator slack, which a tensor
@@ -36,6 +40,8 @@ from dataclasses import dataclass
 
 GiB = 1024**3
 ACTIVATION_FACTOR = 18.2
+ACTIVATION_FACTOR_CHUNKED = 14.2  # with the feed-forwards in token chunks (token_chunking.py)
+CHUNK_TOKENS = 8192
 VAE_BYTES_PER_OUTPUT_VOXEL = 2340
 RESERVE = int(1.5 * GiB)
 TEXT_TOKENS = 256
@@ -120,6 +126,7 @@ class Plan:
     total_blocks: int
     fp8_storage: bool  # the block weights are fp8 while sampling
     quantize: bool  # ... because the planner chose to store a bf16/fp16 model's block linears in fp8
+    chunk_tokens: int | None  # feed-forwards over chunks of this many tokens (None: whole sequence)
     decode_tile: int
     decode_tile_frames: int
     sampling_bytes: int
@@ -134,7 +141,8 @@ class Plan:
         blocks = (f"{self.resident_blocks}/{self.total_blocks} blocks on the GPU, the rest streamed"
                   if self.offload else f"all {self.total_blocks} blocks on the GPU")
         storage = "stored fp8 (quantized to fit)" if self.quantize else ("fp8" if self.fp8_storage else "as stored")
-        return (f"memory plan: {blocks}; weights {storage}; decode tiles {self.decode_tile}px x {self.decode_tile_frames} "
+        chunks = f"; feed-forward in chunks of {self.chunk_tokens} tokens" if self.chunk_tokens else ""
+        return (f"memory plan: {blocks}; weights {storage}{chunks}; decode tiles {self.decode_tile}px x {self.decode_tile_frames} "
                 f"frames; estimated peak {_gib(max(self.sampling_bytes, self.decode_bytes))} of {_gib(self.free_bytes)} free")
 
 
@@ -151,18 +159,19 @@ def _gib(nbytes: int) -> str:
     return f"{nbytes / GiB:.1f} GB"
 
 
-def activation_bytes(facts: ModelFacts, request: Request) -> int:
-    return int(ACTIVATION_FACTOR * request.tokens * facts.hidden * facts.compute_bytes)
+def activation_bytes(facts: ModelFacts, request: Request, chunked: bool = False) -> int:
+    factor = ACTIVATION_FACTOR_CHUNKED if chunked else ACTIVATION_FACTOR
+    return int(factor * request.tokens * facts.hidden * facts.compute_bytes)
 
 
-def sampling_bytes(facts: ModelFacts, request: Request, resident: int) -> int:
+def sampling_bytes(facts: ModelFacts, request: Request, resident: int, chunked: bool = False) -> int:
     """The formula in the module docstring, for `resident` blocks kept on the GPU."""
     blocks = facts.block_bytes
     resident = max(0, min(resident, len(blocks)))
     streamed = 2 * max(blocks[resident:]) if resident < len(blocks) else 0
     scratch = FP8_SCRATCH_BYTES_PER_WEIGHT * facts.largest_fp8_linear
     return (RESERVE + facts.other_bytes + sum(blocks[:resident]) + streamed + scratch
-            + activation_bytes(facts, request) + 3 * request.latent_bytes)
+            + activation_bytes(facts, request, chunked) + 3 * request.latent_bytes)
 
 
 def decode_bytes(request: Request, tile: int, vae_bytes: int, tile_frames: int = DECODE_TILE_FRAMES) -> int:
@@ -183,7 +192,22 @@ def choose_decode_tile(request: Request, free: int, vae_bytes: int) -> int:
 
 def plan_memory(free: int, facts: ModelFacts, request: Request, offload="auto", allow_fp8: bool = True,
                 vae_bytes: int = 470 * 1024**2) -> Plan:
-    """Resident blocks, fp8 storage and decode tiling for `request` within `free` bytes.
+    """Resident blocks, fp8 storage, token chunking and decode tiling for `request` within `free` bytes.
+
+    Token chunking is used unless the whole model fits resident without it (it costs a few kernel
+    launches, and buys room for more resident blocks).
+    """
+    try:
+        plan = _plan(free, facts, request, offload, allow_fp8, vae_bytes, chunked=False)
+        if not (offload == "auto" and plan.offload):
+            return plan
+    except DoesNotFit:
+        pass
+    return _plan(free, facts, request, offload, allow_fp8, vae_bytes, chunked=True)
+
+
+def _plan(free: int, facts: ModelFacts, request: Request, offload, allow_fp8: bool, vae_bytes: int, chunked: bool) -> Plan:
+    """One planning pass (see `plan_memory`).
 
     offload: "auto" (most resident blocks that fit), "off" (all resident, refused if that does not
     fit), or a block count (kept as asked, refused if even that does not fit). fp8 storage is chosen
@@ -195,21 +219,21 @@ def plan_memory(free: int, facts: ModelFacts, request: Request, offload="auto", 
     if offload == "off":
         resident = total
     elif offload == "auto":
-        resident = _most_resident(free, facts, request)
-        if resident is None and allow_fp8 and not facts.is_fp8 and _most_resident(free, facts.as_fp8(), request) is not None:
+        resident = _most_resident(free, facts, request, chunked)
+        if resident is None and allow_fp8 and not facts.is_fp8 and _most_resident(free, facts.as_fp8(), request, chunked) is not None:
             facts, quantize = facts.as_fp8(), True
-            resident = _most_resident(free, facts, request)
+            resident = _most_resident(free, facts, request, chunked)
     else:
         resident = min(int(offload), total)
-    needed = sampling_bytes(facts, request, 0 if resident is None else resident)
+    needed = sampling_bytes(facts, request, 0 if resident is None else resident, chunked)
     if resident is None or needed > free:
-        floor = sampling_bytes(facts, request, 0)
+        floor = sampling_bytes(facts, request, 0, chunked)
         if floor > free:
-            raise DoesNotFit(floor, free, _advice(facts, request, free))
+            raise DoesNotFit(floor, free, _advice(facts, request, free, chunked))
         what = "off" if offload == "off" else f"{offload} resident blocks"
         raise DoesNotFit(needed, free, f"Offload {what} keeps too much on the GPU: set offload to auto (or fewer blocks).")
     tile = choose_decode_tile(request, free, vae_bytes)
-    return Plan(resident, total, facts.is_fp8, quantize, tile, DECODE_TILE_FRAMES, needed,
+    return Plan(resident, total, facts.is_fp8, quantize, CHUNK_TOKENS if chunked else None, tile, DECODE_TILE_FRAMES, needed,
                 decode_bytes(request, tile, vae_bytes), free)
 
 
@@ -229,17 +253,17 @@ def plan_resident_layers(free: int, facts: ModelFacts, tokens: int = ENCODER_TOK
                      "Free GPU memory used by other programs, or use the fp8 text encoder file.")
 
 
-def _most_resident(free: int, facts: ModelFacts, request: Request) -> int | None:
+def _most_resident(free: int, facts: ModelFacts, request: Request, chunked: bool = False) -> int | None:
     for resident in range(len(facts.block_bytes), -1, -1):
-        if sampling_bytes(facts, request, resident) <= free:
+        if sampling_bytes(facts, request, resident, chunked) <= free:
             return resident
     return None
 
 
-def _advice(facts: ModelFacts, request: Request, free: int) -> str:
+def _advice(facts: ModelFacts, request: Request, free: int, chunked: bool) -> str:
     """What to lower: the largest frame count (4k+1) that would fit at this size, else a smaller size."""
     for frames in range(request.frames - 4, 0, -4):
         smaller = Request(request.width, request.height, frames, request.batch, request.latent_channels)
-        if sampling_bytes(facts, smaller, 0) <= free:
+        if sampling_bytes(facts, smaller, 0, chunked) <= free:
             return f"Lower num_frames to {frames} or fewer at {request.width}x{request.height}, or lower the size."
     return "Lower the width/height (e.g. a 540p bucket) and num_frames, or free GPU memory used by other programs."

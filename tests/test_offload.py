@@ -96,3 +96,18 @@ def test_offload_choice_is_checked():
             parse_offload(bad)
     with pytest.raises(ValueError, match="fp8_compute must be 'off' or 'auto'"):
         MemoryOptions(fp8_compute="yes").validate()
+
+
+def test_planned_offload_with_token_chunks_gives_the_resident_latents():
+    from hunyuan_video_suite.pipelines.sampling_memory import transformer_on_device
+    from hunyuan_video_suite.pipelines.vram_planner import Plan
+
+    transformer = _model()
+    reference, _ = _sample(transformer, None)
+    plan = Plan(resident_blocks=2, total_blocks=5, fp8_storage=False, quantize=False, chunk_tokens=40, decode_tile=256,
+                decode_tile_frames=16, sampling_bytes=0, decode_bytes=0, free_bytes=0)
+    with transformer_on_device(transformer, "cpu", plan):
+        assert "forward" in transformer.model.single_transformer_blocks[0].__dict__
+        latents = generate_t2v(transformer, _embeds(), T2VRequest(**REQUEST))
+    torch.testing.assert_close(latents, reference, rtol=1e-5, atol=1e-5)
+    assert "forward" not in transformer.model.single_transformer_blocks[0].__dict__
