@@ -15,7 +15,7 @@ import _pack
 import torch
 from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoTransformer3DModel
 
-from hunyuan_video_suite.pipelines import vram_planner
+from hunyuan_video_suite.pipelines import token_chunking, vram_planner
 from hunyuan_video_suite.pipelines.live_bytes import FusedAttentionStandIn, PeakTensorBytes
 from hunyuan_video_suite.pipelines.transformer_loading import derive_config
 
@@ -29,6 +29,15 @@ def transformer_factor() -> None:
     with torch.device("meta"):
         model = HunyuanVideoTransformer3DModel(**config).to(torch.bfloat16)
     hidden = config["num_attention_heads"] * config["attention_head_dim"]
+    for chunked in (False, True):
+        if chunked:
+            token_chunking.enable(model, vram_planner.CHUNK_TOKENS)
+        _measure(model, hidden, chunked)
+
+
+def _measure(model, hidden: int, chunked: bool) -> None:
+    constant = vram_planner.ACTIVATION_FACTOR_CHUNKED if chunked else vram_planner.ACTIVATION_FACTOR
+    label = "chunked feed-forwards" if chunked else "diffusers' forwards"
     for frames, height, width in SIZES:
         request = vram_planner.Request(width, height, frames)
         meta = dict(device="meta", dtype=torch.bfloat16)
@@ -41,8 +50,8 @@ def transformer_factor() -> None:
         with torch.no_grad(), FusedAttentionStandIn(), PeakTensorBytes() as counter:
             model(**inputs)
         factor = counter.peak / (request.tokens * hidden * 2)
-        print(f"transformer {width}x{height}x{frames}: {request.tokens} tokens, activations {counter.peak / 2**30:.2f} GiB, "
-              f"factor {factor:.2f} (planner: {vram_planner.ACTIVATION_FACTOR})")
+        print(f"transformer ({label}) {width}x{height}x{frames}: {request.tokens} tokens, activations "
+              f"{counter.peak / 2**30:.2f} GiB, factor {factor:.2f} (planner: {constant})")
 
 
 def vae_factor() -> None:
