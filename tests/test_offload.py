@@ -111,3 +111,29 @@ def test_planned_offload_with_token_chunks_gives_the_resident_latents():
         latents = generate_t2v(transformer, _embeds(), T2VRequest(**REQUEST))
     torch.testing.assert_close(latents, reference, rtol=1e-5, atol=1e-5)
     assert "forward" not in transformer.model.single_transformer_blocks[0].__dict__
+
+
+def test_text_encoder_layers_are_streamed_when_they_do_not_fit():
+    from hunyuan_video_suite.pipelines import tiny
+    from hunyuan_video_suite.pipelines.prompt_encoding import encode_prompt
+    from hunyuan_video_suite.pipelines.sampling_memory import LLM_CONTAINERS, text_encoders_on_device
+    from hunyuan_video_suite.pipelines.vram_planner import (
+        ENCODER_ACTIVATION_FACTOR, ENCODER_TOKENS, RESERVE, ModelFacts, plan_resident_layers,
+    )
+
+    encoders = tiny.tiny_text_encoders(seed=2)
+    facts = ModelFacts.from_llm(encoders.llm, LLM_CONTAINERS)
+    layer = facts.block_bytes[0]
+    layers = len(facts.block_bytes)
+    activations = int(ENCODER_ACTIVATION_FACTOR * ENCODER_TOKENS * facts.hidden * facts.compute_bytes * layers)
+    fixed = RESERVE + facts.other_bytes + activations
+    assert plan_resident_layers(fixed + sum(facts.block_bytes), facts) is None
+    tight = plan_resident_layers(fixed + 3 * layer, facts)
+    assert tight is not None and 0 <= tight < len(facts.block_bytes)
+    reference = encode_prompt(encoders, "a boat at sea", "cpu")
+    clip_bytes = sum(p.numel() * p.element_size() for p in encoders.clip.parameters())
+    with text_encoders_on_device(encoders, "cpu", free=clip_bytes + fixed + 3 * layer):
+        assert len(encoders.llm._forward_pre_hooks) == 1  # the offloader's prefetch hook: layers are streamed
+        streamed = encode_prompt(encoders, "a boat at sea", "cpu")
+    assert not encoders.llm._forward_pre_hooks
+    torch.testing.assert_close(streamed.prompt_embeds, reference.prompt_embeds, rtol=0, atol=0)
