@@ -7,6 +7,8 @@ Any sampler (T2V, I2V, Custom) does:
         latents = denoise(transformer.model, ...)
 
 On a CPU there is no plan (`plan_sampling` returns None) and the whole model runs where it is, as before.
+Nodes go through `nodes/host.transformer_on_compute_device`, which does both and reports the plan.
+A HunyuanCustom reference adds one latent frame of tokens: plan with `frames + 4`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .fp8_linear import quantize_linears, set_fp8_compute
 from .offload import TRANSFORMER_BLOCKS as BLOCK_CONTAINERS
 from .offload import model_on_device, parse_offload
 from .vram_planner import DECODE_TILE_SIZES, ModelFacts, Plan, Request, decode_bytes, plan_memory, plan_resident_layers
+
 LLM_CONTAINERS = ("layers",)
 
 
