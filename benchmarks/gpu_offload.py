@@ -36,8 +36,8 @@ def real_size_model(weights: str) -> LoadedTransformer:
 
     shapes = {k: tuple(v) for k, v in json.loads(_pack.LAYOUTS.read_text())["files"]["hunyuan_video_t2v_720p_bf16"].items()}
     with torch.device("meta"):
-        model = HunyuanVideoTransformer3DModel(**derive_config(shapes, "t2v"))
-    model = model.to_empty(device="cpu").to(torch.bfloat16)
+        model = HunyuanVideoTransformer3DModel(**derive_config(shapes, "t2v")).to(torch.bfloat16)
+    model = model.to_empty(device="cpu")  # bf16 from the start: 26 GB of RAM, never 51 GB of float32
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for param in model.parameters():
