@@ -7,10 +7,10 @@ function that uses them (type hints under `if TYPE_CHECKING:`). Only the test/de
 (pipelines/tiny*.py), which no node imports, import them at the top.
 """
 
-from . import api, custom, decode, i2v, loaders, sampling, speed
+from . import api, custom, decode, i2v, loaders, memory, sampling, speed
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (loaders, sampling, i2v, custom, speed, decode, api):
+for _module in (loaders, memory, sampling, i2v, custom, speed, decode, api):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -14,7 +14,7 @@ from ..pipelines.custom import (
 )
 from ..pipelines.custom_prompt import DEFAULT_SUBJECT, check_subject
 from ..pipelines.image_prompt import require_vision
-from ..pipelines.t2v import MAX_SEED
+from ..pipelines.t2v import MAX_SEED, VAE_TEMPORAL
 from . import host
 from .types import CUSTOM_CONDITIONING, TEXT_ENCODERS, TRANSFORMER, VAE
 from .validation import validate
@@ -64,7 +64,7 @@ class HYVSCustomConditioning:
         require_vision(text_encoders)
         check_size(width, height)
         check_subject(subject)
-        with host.on_compute_device(*text_encoders.modules(), vae) as device:
+        with host.text_encoders_on_compute_device(text_encoders) as device, host.on_compute_device(vae):
             conditioning = prepare_custom(text_encoders, vae, image, prompt, negative_prompt, subject, width, height, device)
         return (conditioning,)
 
@@ -110,7 +110,9 @@ class HYVSCustomSampler:
         request.validate()
         require_custom(transformer)
         progress = host.Progress(steps, node_id=unique_id)
-        with host.on_compute_device(transformer.model) as device:
+        # The reference adds one latent frame of tokens: planned as 4 more video frames.
+        with host.transformer_on_compute_device(transformer, conditioning.width, conditioning.height,
+                                                num_frames + VAE_TEMPORAL, node_id=unique_id) as device:
             latents = generate_custom(transformer, conditioning, request, device=device,
                                       on_step=lambda done, total: progress.set(done),
                                       on_info=lambda text: host.send_progress_text(text, unique_id))

@@ -44,8 +44,8 @@ class HYVSDecode:
         tiling.validate()
         latents = samples["samples"]
         host.check_interrupt()
-        with host.on_compute_device(vae):
-            frames = decode_latents(vae, latents, tiling)
+        with host.vae_on_compute_device(vae, tuple(latents.shape), tiling) as fitted:
+            frames = decode_latents(vae, latents, fitted)
         frames = frames[:, samples.get(DROP_FRAMES_KEY, 0):]  # I2V v1's first frames are not part of the video
         images = frames.reshape(-1, *frames.shape[2:])
         return (images, host.video_from_frames(images, fps))

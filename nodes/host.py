@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..pipelines.sampling_memory import fit_decode_tiling, plan_sampling, text_encoders_on_device, transformer_on_device
 from ..pipelines.video_io import read_video_frames, write_mp4
 
 log = logging.getLogger("hunyuan_video_suite")
@@ -219,6 +220,56 @@ def on_compute_device(*modules: torch.nn.Module):
     finally:
         for module in modules:
             module.to(offload_device())
+        release_memory()
+
+
+@contextmanager
+def transformer_on_compute_device(transformer, width: int, height: int, frames: int, batch: int = 1, node_id=None):
+    """`on_compute_device` for a HunyuanVideo transformer: the VRAM planner decides, before anything
+    moves, how many blocks stay on the GPU (the rest stream in from CPU memory) and says so in one
+    line under the node; a request that cannot fit is refused here, before sampling."""
+    device = torch_device()
+    if device.type != "cpu":
+        free_memory_for_sampling()
+    plan = plan_sampling(transformer, width, height, frames, batch, device)
+    if plan is not None:
+        log.info("%s", plan.describe())
+        send_progress_text(plan.describe(), node_id)
+    try:
+        with transformer_on_device(transformer, device, plan, offload_device()):
+            yield device
+    finally:
+        release_memory()
+
+
+@contextmanager
+def text_encoders_on_compute_device(encoders):
+    """Both text encoders on the GPU for encoding (Llama layers streamed if they do not fit), then off it."""
+    device = torch_device()
+    if device.type != "cpu":
+        free_memory_for_sampling()
+    try:
+        with text_encoders_on_device(encoders, device, home=offload_device()):
+            yield device
+    finally:
+        release_memory()
+
+
+@contextmanager
+def vae_on_compute_device(vae, latents_shape, tiling, node_id=None):
+    """The VAE on the GPU with tiles the free memory allows (never larger than the user's); yields the tiling."""
+    device = torch_device()
+    if device.type != "cpu":
+        free_memory_for_sampling()
+    vae.to(device)
+    try:
+        tiling, note = fit_decode_tiling(tiling, latents_shape, vae, device)
+        if note:
+            log.info("%s", note)
+            send_progress_text(note, node_id)
+        yield tiling
+    finally:
+        vae.to(offload_device())
         release_memory()
 
 

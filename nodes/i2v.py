@@ -7,6 +7,7 @@ from ..pipelines.i2v import (
     MODE_SHIFT,
     MODES,
     RESOLUTION_BASES,
+    V1_DROPPED_FRAMES,
     I2VRequest,
     check_pairing,
     check_single_image,
@@ -108,7 +109,7 @@ class HYVSI2VConditioning:
             f"{resolution} size: {size[0]}x{size[1]} (image {image.shape[2]}x{image.shape[1]}), "
             f"{variant}, every {image_interleave or DEFAULT_INTERLEAVE[chosen]}th image token", unique_id,
         )
-        with host.on_compute_device(*text_encoders.modules(), vae) as device:
+        with host.text_encoders_on_compute_device(text_encoders) as device, host.on_compute_device(vae):
             conditioning = prepare_i2v(
                 text_encoders, vae, image, prompt, variant=chosen, resolution=resolution, width=width, height=height,
                 negative_prompt=negative_prompt, interleave=image_interleave, device=device,
@@ -156,7 +157,9 @@ class HYVSI2VSampler:
         request.validate()
         check_pairing(transformer.variant, conditioning)
         progress = host.Progress(steps, node_id=unique_id)
-        with host.on_compute_device(transformer.model) as device:
+        frames = num_frames + (V1_DROPPED_FRAMES if transformer.variant == "i2v_v1" else 0)
+        with host.transformer_on_compute_device(transformer, conditioning.width, conditioning.height, frames,
+                                                node_id=unique_id) as device:
             latent = generate_i2v(transformer, conditioning, request, device=device,
                                   on_step=lambda done, total: progress.set(done),
                                   on_info=lambda text: host.send_progress_text(text, unique_id))

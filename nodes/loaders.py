@@ -9,14 +9,14 @@ from ..pipelines.text_encoder_loading import (
     load_text_encoders_from_files,
     load_text_encoders_from_folder,
 )
-from ..pipelines.transformer_loading import DTYPES, VARIANTS, load_transformer
+from ..pipelines.transformer_loading import DTYPES, VARIANTS, WEIGHT_DTYPES, load_transformer
 from ..pipelines.vae_loading import load_vae
 from . import host
 from .types import TEXT_ENCODERS, TRANSFORMER, VAE
 
 CATEGORY = "HunyuanVideo Suite/loaders"
 DIFFUSERS_PREFIX = "diffusers/"
-DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
+DTYPE_CHOICES = list(WEIGHT_DTYPES)  # auto, bf16, fp16, fp32, fp8_e4m3fn
 
 
 def _choices(folder: str, with_diffusers: bool) -> list[str]:
@@ -41,7 +41,9 @@ def _device_and_dtype_inputs():
             DTYPE_CHOICES,
             {
                 "default": "auto",
-                "tooltip": "Precision the weights are kept in. auto: as stored (fp8 files are computed in bf16).",
+                "tooltip": "Precision the weights are kept in. auto: as stored; fp8 files stay fp8 (half the memory of "
+                "bf16) and compute in bf16 layer by layer. fp8_e4m3fn: store a bf16 file's block weights in fp8 too "
+                "(one scale per tensor; small quality cost). bf16/fp16/fp32: expand or cast everything.",
             },
         )
     }

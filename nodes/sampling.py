@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..pipelines.prompt_encoding import encode_prompt
+from ..pipelines.prompt_cache import PROMPTS
+from ..pipelines.prompt_encoding import T2V_TEMPLATE, encode_prompt
 from ..pipelines.t2v import MAX_SEED, T2VRequest, generate_t2v
 from . import host
 from .validation import validate
@@ -29,9 +30,11 @@ class HYVSTextEncode:
         }
 
     def encode(self, text_encoders, prompt):
-        with host.on_compute_device(text_encoders.llm, text_encoders.clip) as device:
-            embeds = encode_prompt(text_encoders, prompt, device=device)
-        return (embeds.to("cpu"),)
+        def run():
+            with host.text_encoders_on_compute_device(text_encoders) as device:
+                return encode_prompt(text_encoders, prompt, device=device).to("cpu")
+
+        return (PROMPTS.get_or_encode(text_encoders, ("t2v", T2V_TEMPLATE, prompt), run),)
 
 
 class HYVST2VSampler:
@@ -79,7 +82,7 @@ class HYVST2VSampler:
         )
         request.validate()
         progress = host.Progress(steps, node_id=unique_id)
-        with host.on_compute_device(transformer.model) as device:
+        with host.transformer_on_compute_device(transformer, width, height, num_frames, node_id=unique_id) as device:
             latents = generate_t2v(
                 transformer, positive, request, negative=negative, device=device,
                 on_step=lambda done, total: progress.set(done),

@@ -1,4 +1,12 @@
-"""Latents to frames with the HunyuanVideo VAE, with diffusers' spatial and temporal tiling."""
+"""Latents to frames with the HunyuanVideo VAE, tiled in space (diffusers' `tiled_decode`) and in time.
+
+The temporal loop is ours, not diffusers' `_temporal_tiled_decode`: diffusers keeps every decoded
+chunk on the GPU and concatenates them at the end, so its peak grows with the frame count (720p x
+129 frames: about 0.7 GB of finished frames plus the concatenation). Here each chunk is blended with
+the tail of the previous one and moved to CPU memory as soon as it is decoded, so the GPU holds one
+chunk at a time whatever the clip length; the arithmetic (chunk bounds, one-frame causal overlap,
+linear blend) is diffusers' own, and the output is the same to the bit.
+"""
 
 from __future__ import annotations
 
@@ -54,8 +62,44 @@ def decode_latents(vae, latents: torch.Tensor, tiling: TilingOptions | None = No
             f"latent has {latents.shape[1]} channels but this VAE decodes {vae.config.latent_channels}: "
             "use the VAE that belongs to the model that made it"
         )
-    configure_tiling(vae, tiling or TilingOptions())
+    tiling = tiling or TilingOptions()
+    configure_tiling(vae, tiling)
     device = next(vae.parameters()).device
-    video = vae.decode(latents.to(device=device, dtype=vae.dtype), return_dict=False)[0]
+    latents = latents.to(dtype=vae.dtype)
+    if tiling.temporal and latents.shape[2] > tiling.tile_frames // vae.temporal_compression_ratio:
+        video = _decode_in_chunks(vae, latents, device)
+    else:
+        video = vae.decode(latents.to(device), return_dict=False)[0].cpu()
     frames = (video.float() / 2 + 0.5).clamp(0, 1)
-    return frames.permute(0, 2, 3, 4, 1).cpu()
+    return frames.permute(0, 2, 3, 4, 1)
+
+
+def _decode_chunk(vae, chunk: torch.Tensor) -> torch.Tensor:
+    """One temporal chunk, spatially tiled when it is larger than a tile (as diffusers decides)."""
+    min_h = vae.tile_sample_min_height // vae.spatial_compression_ratio
+    min_w = vae.tile_sample_min_width // vae.spatial_compression_ratio
+    if vae.use_tiling and (chunk.shape[-1] > min_w or chunk.shape[-2] > min_h):
+        return vae.tiled_decode(chunk, return_dict=False)[0]
+    return vae.decoder(vae.post_quant_conv(chunk))
+
+
+def _decode_in_chunks(vae, latents: torch.Tensor, device) -> torch.Tensor:
+    """Chunk by chunk over time; each finished chunk leaves the GPU at once (see the module docstring)."""
+    ratio = vae.temporal_compression_ratio
+    chunk_latent = vae.tile_sample_min_num_frames // ratio
+    stride_latent = vae.tile_sample_stride_num_frames // ratio
+    stride = vae.tile_sample_stride_num_frames
+    blend = vae.tile_sample_min_num_frames - stride
+    num_frames = (latents.shape[2] - 1) * ratio + 1
+    video, previous, done = None, None, 0
+    for start in range(0, latents.shape[2], stride_latent):
+        decoded = _decode_chunk(vae, latents[:, :, start : start + chunk_latent + 1].to(device)).cpu()
+        if start > 0:
+            decoded = vae.blend_t(previous, decoded[:, :, 1:], blend)
+        piece = decoded[:, :, : min(stride + (1 if start == 0 else 0), num_frames - done)]
+        if video is None:  # the finished frames go straight into the result: no list, no concatenation
+            video = torch.empty((*piece.shape[:2], num_frames, *piece.shape[3:]), dtype=piece.dtype)
+        video[:, :, done : done + piece.shape[2]] = piece
+        done += piece.shape[2]
+        previous = decoded
+    return video

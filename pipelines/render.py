@@ -65,16 +65,16 @@ def _real_models(args, dtype):
     from .transformer_loading import load_transformer
     from .vae_loading import load_vae
 
-    variant, dtype_name = args.variant or "auto", args.dtype or DEFAULT_DTYPE
+    variant, weight_dtype = args.variant or "auto", args.weight_dtype or "auto"
     if args.diffusers:
         root = Path(args.diffusers)
-        transformer = load_transformer(root, variant=variant, dtype=dtype_name)
+        transformer = load_transformer(root, variant=variant, dtype=weight_dtype)
         return transformer, load_vae(str(root / "vae"), dtype=dtype), load_text_encoders_from_folder(str(root), dtype=dtype)
     tokenizers = Path(args.tokenizers)
     encoders = load_text_encoders_from_files(
         args.llm, args.clip, str(tokenizers / "llama_tokenizer"), str(tokenizers / "clip_tokenizer"), dtype=dtype
     )
-    transformer = load_transformer(args.transformer, variant=variant, dtype=dtype_name)
+    transformer = load_transformer(args.transformer, variant=variant, dtype=weight_dtype)
     return transformer, load_vae(args.vae, dtype=dtype), encoders
 
 
@@ -83,7 +83,9 @@ def main(argv=None) -> int:
     import torch
 
     from .decoding import TilingOptions, decode_latents
+    from .offload import MemoryOptions
     from .prompt_encoding import encode_prompt
+    from .sampling_memory import plan_sampling, text_encoders_on_device, transformer_on_device
     from .speed import SpeedOptions
     from .t2v import T2VRequest, generate_t2v
     from .transformer_loading import DTYPES
@@ -100,27 +102,28 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     transformer, vae, encoders = _demo_models() if demo else _real_models(args, DTYPES[args.dtype or DEFAULT_DTYPE])
     transformer = dataclasses.replace(
-        transformer, speed=SpeedOptions(args.attention, args.cache, args.cache_threshold, args.compile)
+        transformer, speed=SpeedOptions(args.attention, args.cache, args.cache_threshold, args.compile),
+        memory=MemoryOptions(offload=args.offload, fp8_compute=args.fp8_matmul),
     )
     print(f"loaded {transformer.source} ({transformer.variant}) in {time.perf_counter() - started:.1f} s", flush=True)
 
-    for module in (encoders.llm, encoders.clip):
-        module.to(device)
-    positive = encode_prompt(encoders, args.prompt, device)
-    negative = encode_prompt(encoders, args.negative_prompt, device) if args.cfg > 1 else None
-    for module in (encoders.llm, encoders.clip):
-        module.to("cpu")
+    plan = plan_sampling(transformer, request.width, request.height, request.num_frames, request.batch_size, device)
+    if plan is not None:
+        print(plan.describe(), flush=True)
+    with text_encoders_on_device(encoders, device):
+        positive = encode_prompt(encoders, args.prompt, device)
+        negative = encode_prompt(encoders, args.negative_prompt, device) if args.cfg > 1 else None
 
-    transformer.model.to(device)
     print(f"sampling {request.width}x{request.height}, {request.num_frames} frames, {request.steps} steps on {device}", flush=True)
-    latents = generate_t2v(
-        transformer, positive, request, negative=negative, device=device,
-        on_step=lambda done, total: print(f"  step {done}/{total}", flush=True),
-        on_info=lambda text: print(text, flush=True),
-    )
-    transformer.model.to("cpu")
+    with transformer_on_device(transformer, device, plan):
+        latents = generate_t2v(
+            transformer, positive, request, negative=negative, device=device,
+            on_step=lambda done, total: print(f"  step {done}/{total}", flush=True),
+            on_info=lambda text: print(text, flush=True),
+        )
     vae.to(device)
-    frames = decode_latents(vae, latents, TilingOptions())[0]
+    tiling = TilingOptions(tile_size=plan.decode_tile) if plan is not None else TilingOptions()
+    frames = decode_latents(vae, latents, tiling)[0]
     path = _write_whole(frames, Path(args.output), args.fps)
     print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}) in {time.perf_counter() - started:.1f} s")
     if demo:

@@ -14,6 +14,7 @@ from pathlib import Path
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")  # H.264 in any of these containers
 DTYPE_CHOICES = ("bf16", "fp16", "fp32")  # = transformer_loading.DTYPES (a test keeps them equal)
 VARIANT_CHOICES = ("auto", "t2v")  # what renders from text alone (Custom needs its reference image)
+WEIGHT_DTYPE_CHOICES = ("auto", *DTYPE_CHOICES, "fp8_e4m3fn")  # = transformer_loading.WEIGHT_DTYPES
 ATTENTION_CHOICES = ("masked", "auto", "sdpa", "sage", "flash")  # = attention.BACKENDS (a test keeps them equal)
 CACHE_CHOICES = ("off", "first_block", "teacache", "teacache_fast")  # = step_cache.CACHE_PRESETS
 MAX_SEED = 2**64 - 1  # = t2v.MAX_SEED
@@ -96,6 +97,17 @@ def build_parser(prog: str, description: str) -> OptionParser:
     video.add_argument("--seed", type=_number(int, 0, MAX_SEED, f"from 0 to {MAX_SEED}"), default=0,
                        help="noise seed (default: 0)")
 
+    memory = p.add_argument_group("memory")
+    memory.add_argument("--weight-dtype", choices=WEIGHT_DTYPE_CHOICES, default=None,
+                        help="transformer storage: auto keeps fp8 files fp8; fp8_e4m3fn stores a bf16 file's blocks in "
+                        "fp8 (default: auto)")
+    memory.add_argument("--offload", type=_offload, default="auto",
+                        help="auto (the planner decides), off (all on the GPU) or the number of transformer blocks kept "
+                        "on the GPU (default: auto)")
+    memory.add_argument("--fp8-matmul", choices=("off", "auto"), default="off",
+                        help="fp8 matmuls for fp8-stored blocks on GPUs that have them, compute capability 8.9+ "
+                        "(default: off)")
+
     speed = p.add_argument_group("speed")
     speed.add_argument("--attention", choices=ATTENTION_CHOICES, default="masked",
                        help="attention kernel; all but 'masked' trim the prompt padding (default: masked, as diffusers)")
@@ -104,6 +116,16 @@ def build_parser(prog: str, description: str) -> OptionParser:
                        help="the cache preset's threshold (default: its published value)")
     speed.add_argument("--compile", action="store_true", help="torch.compile each transformer block (slow first run)")
     return p
+
+
+def _offload(text: str) -> str | int:
+    """As offload.parse_offload (a test keeps them equal), without importing torch for --help."""
+    value = text.strip().lower()
+    if value in ("auto", "off"):
+        return value
+    if value.isdigit():
+        return int(value)
+    raise argparse.ArgumentTypeError(f"must be auto, off or a number of resident blocks (0 or more), got {text!r}")
 
 
 def check_options(parser: OptionParser, args: argparse.Namespace) -> None:
@@ -122,14 +144,14 @@ def is_demo(args: argparse.Namespace) -> bool:
 
 
 def _check_model_choice(parser, args) -> None:
-    given = [name for name in ("vae", "llm", "clip", "tokenizers", "variant", "dtype") if getattr(args, name)]
+    given = [name for name in ("vae", "llm", "clip", "tokenizers", "variant", "dtype", "weight_dtype") if getattr(args, name)]
     if args.diffusers:
         both = [f"--{name}" for name in FILE_OPTIONS if getattr(args, name)]
         if both:
             parser.error(f"--diffusers holds every component: give it alone, not with {', '.join(both)}")
     elif not args.transformer:
         if given:
-            parser.error(f"{', '.join('--' + n for n in given)} {'needs' if len(given) == 1 else 'need'} --transformer (or --diffusers); "
+            parser.error(f"{', '.join('--' + n.replace('_', '-') for n in given)} {'needs' if len(given) == 1 else 'need'} --transformer (or --diffusers); "
                          "with no model at all the command runs the tiny demo")
     else:
         missing = [f"--{name}" for name in FILE_OPTIONS[1:] if not getattr(args, name)]

@@ -24,7 +24,9 @@ import torch
 from packaging.version import Version
 
 from .checkpoint_kinds import guess_checkpoint_kind
-from .checkpoints import CheckpointError, cast_state_dict, describe_mismatch, load_state_dict, strip_prefix
+from .checkpoints import FP8_MARKER, CheckpointError, cast_state_dict, describe_mismatch, load_state_dict, strip_prefix
+from .fp8_linear import FP8_DTYPE
+from .streaming_load import StoragePlan, TensorSource, stream_into
 from .vision_loading import LlavaVision, vision_of_llava
 
 if TYPE_CHECKING:
@@ -176,6 +178,31 @@ def llama_from_state_dict(state: Mapping[str, torch.Tensor], dtype=torch.bfloat1
     return _build(LlamaModel, config, state, dtype, device, name, "Llama")
 
 
+def llama_from_file(path: str | Path, dtype=torch.bfloat16, device="cpu") -> LlamaModel:
+    """A LlamaModel streamed from a safetensors file tensor by tensor (see `streaming_load`). An fp8
+    file (`llava_llama3_fp8_scaled`) stays fp8 with its scales and computes in `dtype` layer by layer
+    (8 GB instead of 16 GB for Llama-3-8B); asked for fp32, it is dequantized like any other file."""
+    path = Path(path)
+    source = TensorSource(path, LLM_PREFIXES, drop=LLM_UNUSED)
+    shapes = {k: source.shape(k) for k in source.keys() if not k.endswith(("scale_weight", "scale_input", FP8_MARKER))}
+    if "embed_tokens.weight" not in shapes or "layers.0.self_attn.q_proj.weight" not in shapes:
+        raise CheckpointError(f"{path.name}: expected {LLM_EXPECTED}, but it holds {guess_checkpoint_kind(shapes)}")
+    config = derive_llama_config(shapes)
+    with torch.device("meta"):
+        model = LlamaModel(config)
+    problems = describe_mismatch(model.state_dict(), {k: torch.empty(v, device="meta") for k, v in shapes.items()})
+    if problems:
+        raise CheckpointError(f"{path.name}: an unknown Llama layout: tensors {problems}")
+    model.rotary_emb = type(model.rotary_emb)(config=config)  # its inv_freq buffer is computed, not stored
+    keep_fp8 = source.is_fp8() and dtype in (torch.bfloat16, torch.float16)
+    plan = StoragePlan(FP8_DTYPE, dtype) if keep_fp8 else StoragePlan(dtype, dtype)
+    missing = stream_into(model, source, lambda key, value: {key: value}, plan,
+                          skip=lambda key: key.endswith(FP8_MARKER))
+    if missing:
+        raise CheckpointError(f"{path.name}: lacks {len(missing)} Llama tensors (e.g. {missing[0]})")
+    return model.to(device).eval()
+
+
 def _clip_text_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Bare CLIP text-model names, whatever wraps them (`text_model.`, `cond_stage_model.transformer.`...)."""
     out = {}
@@ -266,7 +293,10 @@ def load_text_encoders_from_files(
     llm_file, clip_file = Path(llm_file), Path(clip_file)
     llm_tokenizer = load_llama_tokenizer(llm_tokenizer_dir)
     clip_tokenizer = load_clip_tokenizer(clip_tokenizer_dir)
-    llm = llama_from_state_dict(load_state_dict(llm_file), dtype, device, name=llm_file.name)
+    if llm_file.suffix.lower() == ".safetensors":
+        llm = llama_from_file(llm_file, dtype, device)
+    else:
+        llm = llama_from_state_dict(load_state_dict(llm_file), dtype, device, name=llm_file.name)
     clip = clip_from_state_dict(load_state_dict(clip_file), dtype, device, name=clip_file.name)
     _check_vocab(llm, llm_tokenizer, llm_file.name, Path(llm_tokenizer_dir))
     _check_vocab(clip, clip_tokenizer, clip_file.name, Path(clip_tokenizer_dir))

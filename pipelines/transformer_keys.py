@@ -78,18 +78,26 @@ def authors_to_diffusers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     hidden = state["img_in.proj.weight"].shape[0]
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        match = _BLOCK_KEY.match(key)
-        if match:
-            _convert_block_key(match, value, hidden, out)
-        elif key.startswith("final_layer.adaLN_modulation.1."):
-            # The authors order the final modulation (shift, scale); diffusers' AdaLayerNormContinuous wants (scale, shift).
-            shift, scale = value.chunk(2, dim=0)
-            out["norm_out.linear." + key.rsplit(".", 1)[1]] = torch.cat([scale, shift], dim=0)
-        else:
-            stem, param = key.rsplit(".", 1)
-            if stem not in _TOP_LEVEL:
-                raise UnknownKeyError(key)
-            out[f"{_TOP_LEVEL[stem]}.{param}"] = value
+        out.update(convert_authors_tensor(key, value, hidden))
+    return out
+
+
+def convert_authors_tensor(key: str, value: torch.Tensor, hidden: int) -> dict[str, torch.Tensor]:
+    """One tensor of the authors' layout as diffusers' tensor(s); `hidden` is the model width
+    (`img_in.proj.weight.shape[0]`). Lets a loader stream a file tensor by tensor."""
+    out: dict[str, torch.Tensor] = {}
+    match = _BLOCK_KEY.match(key)
+    if match:
+        _convert_block_key(match, value, hidden, out)
+    elif key.startswith("final_layer.adaLN_modulation.1."):
+        # The authors order the final modulation (shift, scale); diffusers' AdaLayerNormContinuous wants (scale, shift).
+        shift, scale = value.chunk(2, dim=0)
+        out["norm_out.linear." + key.rsplit(".", 1)[1]] = torch.cat([scale, shift], dim=0)
+    else:
+        stem, param = key.rsplit(".", 1)
+        if stem not in _TOP_LEVEL:
+            raise UnknownKeyError(key)
+        out[f"{_TOP_LEVEL[stem]}.{param}"] = value
     return out
 
 

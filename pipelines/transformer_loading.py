@@ -18,8 +18,11 @@ import torch
 from . import checkpoints
 from .checkpoint_kinds import guess_checkpoint_kind
 from .checkpoints import CheckpointError
+from .fp8_linear import FP8_DTYPE, quantize_linears
+from .offload import TRANSFORMER_BLOCKS, MemoryOptions
 from .speed import SpeedOptions
-from .transformer_keys import UnknownKeyError, authors_to_diffusers
+from .streaming_load import FP8_DTYPES, StoragePlan, TensorSource, quantizable_block_prefixes, stream_into
+from .transformer_keys import UnknownKeyError, convert_authors_tensor
 
 if TYPE_CHECKING:
     from diffusers import HunyuanVideoTransformer3DModel
@@ -36,28 +39,38 @@ VARIANT_TITLES = {
 }
 IMAGE_CONDITION_TYPE = {"t2v": None, "i2v_v1": "latent_concat", "i2v_v2": "token_replace", "custom": None}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# `weight_dtype` of the transformer: how its weights are *stored*; fp8 storage computes in bf16.
+WEIGHT_DTYPES = ("auto", *DTYPES, "fp8_e4m3fn")
+BLOCK_CONTAINERS = TRANSFORMER_BLOCKS  # where fp8 storage and offload apply
 
 
 @dataclass
 class LoadedTransformer:
-    """The diffusers model plus what the pipelines need to know about it."""
+    """The diffusers model plus what the pipelines need to know about it.
+
+    `memory` carries the user's offload/fp8-compute choices (the Memory Options node sets them);
+    the default lets the planner decide, which on a CPU means today's behaviour: all resident.
+    """
 
     model: HunyuanVideoTransformer3DModel
     variant: str
     source: str
     speed: SpeedOptions = field(default_factory=SpeedOptions)  # the default runs the model as diffusers does
+    memory: MemoryOptions = field(default_factory=MemoryOptions)
+    weight_dtype: str = "auto"  # as the user asked; the planner may store in fp8 only when this is auto
 
     @property
     def dtype(self) -> torch.dtype:
+        """The compute dtype (fp8-stored layers dequantize to it)."""
         return self.model.dtype
 
-
-def _shapes(state_or_header: dict) -> dict[str, tuple[int, ...]]:
-    return {
-        k: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v["shape"])
-        for k, v in state_or_header.items()
-        if not k.endswith(checkpoints.FP8_MARKER)
-    }
+    @property
+    def storage_dtype(self) -> torch.dtype:
+        """The dtype most weight bytes are kept in (float8_e4m3fn when the block linears are fp8)."""
+        counts = Counter()
+        for tensor in [*self.model.parameters(), *self.model.buffers()]:
+            counts[tensor.dtype] += tensor.numel()
+        return counts.most_common(1)[0][0]
 
 
 def _count_blocks(keys, prefix: str) -> int:
@@ -139,11 +152,22 @@ def resolve_dtype(choice: str, stored: torch.dtype) -> torch.dtype:
     return stored if stored in DTYPES.values() else torch.bfloat16
 
 
-def _stored_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:
+def plan_storage(choice: str, stored: torch.dtype) -> StoragePlan:
+    """What `weight_dtype` means for a file stored as `stored`: auto keeps fp8 as fp8 and any other
+    dtype as it is; fp8_e4m3fn stores the block linears in fp8 whatever the file; the rest cast."""
+    if choice not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype must be one of {', '.join(WEIGHT_DTYPES)}; got {choice!r}")
+    if choice == "fp8_e4m3fn" or (choice == "auto" and stored in FP8_DTYPES):
+        return StoragePlan(storage=FP8_DTYPE, compute=torch.bfloat16)
+    dtype = resolve_dtype(choice, stored)
+    return StoragePlan(storage=dtype, compute=dtype)
+
+
+def _stored_dtype(source: TensorSource) -> torch.dtype:
     """The dtype most weights are stored in; fp8 when the file is scaled fp8."""
-    if checkpoints.is_scaled_fp8(state):
+    if source.is_fp8():
         return torch.float8_e4m3fn
-    counts = Counter(v.dtype for v in state.values() if v.is_floating_point())
+    counts = Counter(dtype for _, dtype in source.infos.values() if dtype.is_floating_point)
     return counts.most_common(1)[0][0]
 
 
@@ -164,34 +188,35 @@ def load_transformer(path: str | Path, variant: str = "auto", dtype: str = "auto
 
 
 def _load_single_file(path: Path, variant: str, dtype: str, device) -> LoadedTransformer:
-    is_safetensors = path.suffix == ".safetensors"
-    if is_safetensors:  # refuse a wrong file from its header, before reading gigabytes
-        _require_authors_layout(checkpoints.strip_prefix(checkpoints.read_safetensors_header(path), COMFY_PREFIXES))
-    state = checkpoints.strip_prefix(checkpoints.load_state_dict(path), COMFY_PREFIXES)
-    if not is_safetensors:
-        _require_authors_layout(state)
-    metadata = checkpoints.read_safetensors_metadata(path) if is_safetensors else {}
-    shapes = _shapes(state)
+    """Streamed from the file (see `streaming_load`): header first, so a wrong file is refused before
+    any weight is read; then the model is built on `meta` and filled tensor by tensor."""
+    source = TensorSource(path, COMFY_PREFIXES)
+    _require_authors_layout(source.keys())
+    metadata = checkpoints.read_safetensors_metadata(path) if path.suffix == ".safetensors" else {}
+    shapes = {k: source.shape(k) for k in source.keys() if not k.endswith(checkpoints.FP8_MARKER)}
     chosen = variant if variant != "auto" else detect_variant(shapes, path.name, metadata)
     _check_variant_fits(shapes, chosen)
-    target = resolve_dtype(dtype, _stored_dtype(state))
-    state = checkpoints.cast_state_dict(state, target)
+    plan = plan_storage(dtype, _stored_dtype(source))
     config = derive_config(shapes, chosen)
-    try:
-        converted = authors_to_diffusers(state)
-    except UnknownKeyError as e:
-        raise CheckpointError(f"unknown tensor {e.args[0]!r} for a HunyuanVideo transformer") from e
+    hidden = shapes["img_in.proj.weight"][0]
+
+    def convert(key: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
+        try:
+            return convert_authors_tensor(key, value, hidden)
+        except UnknownKeyError as e:
+            raise CheckpointError(f"unknown tensor {e.args[0]!r} for a HunyuanVideo transformer") from e
     from diffusers import HunyuanVideoTransformer3DModel
 
     with torch.device("meta"):
         model = HunyuanVideoTransformer3DModel(**config)
-    missing, unexpected = model.load_state_dict(converted, strict=False, assign=True)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"does not match the HunyuanVideo transformer layout (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
-        )
+    missing = stream_into(
+        model, source, convert, plan, quantizable_block_prefixes(model, BLOCK_CONTAINERS),
+        skip=lambda key: key.endswith(checkpoints.FP8_MARKER),
+    )
+    if missing:
+        raise CheckpointError(f"does not match the HunyuanVideo transformer layout (missing {sorted(missing)[:3]})")
     model.to(device).eval()
-    return LoadedTransformer(model=model, variant=chosen, source=str(path))
+    return LoadedTransformer(model=model, variant=chosen, source=str(path), weight_dtype=dtype)
 
 
 def _require_authors_layout(keys) -> None:
@@ -244,9 +269,12 @@ def _load_diffusers_folder(folder: Path, variant: str, dtype: str, device) -> Lo
         _check_guidance_fits(chosen, bool(config.get("guidance_embeds", True)))
     except CheckpointError as e:
         raise CheckpointError(f"{folder}: {e}") from e
-    target = resolve_dtype(dtype, getattr(torch, str(config.get("torch_dtype")), torch.bfloat16))
+    plan = plan_storage(dtype, getattr(torch, str(config.get("torch_dtype")), torch.bfloat16))
     from diffusers import HunyuanVideoTransformer3DModel
 
-    model = HunyuanVideoTransformer3DModel.from_pretrained(sub, torch_dtype=target, local_files_only=True)
+    model = HunyuanVideoTransformer3DModel.from_pretrained(sub, torch_dtype=plan.compute, local_files_only=True)
+    if plan.fp8:
+        linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith(BLOCK_CONTAINERS)]
+        quantize_linears(model, linears, plan.compute)
     model.to(device).eval()
-    return LoadedTransformer(model=model, variant=chosen, source=str(folder))
+    return LoadedTransformer(model=model, variant=chosen, source=str(folder), weight_dtype=dtype)

@@ -68,3 +68,25 @@ def test_the_custom_schedule_and_a_speed_cache_are_not_stacked(encoders, vae, pi
     conditioning = prepare_custom(encoders, vae, picture, "a cat", width=64, height=48)
     with pytest.raises(ValueError, match="step_cache .* and the Speed Options cache 'teacache' both skip work"):
         generate_custom(transformer, conditioning, CustomRequest(num_frames=5, steps=30, step_cache=True))
+
+
+@pytest.mark.parametrize("variant", ["i2v_v1", "i2v_v2", "custom"])
+def test_offloaded_blocks_give_the_resident_result_in_the_image_samplers(encoders, vae, picture, variant):
+    from hunyuan_video_suite.pipelines.offload import model_on_device
+    from hunyuan_video_suite.pipelines.transformer_loading import BLOCK_CONTAINERS
+
+    torch.manual_seed(0)
+    resident = _sample(encoders, vae, picture, variant, SpeedOptions())
+    torch.manual_seed(0)
+    transformer = _loaded(encoders, variant)
+    with model_on_device(transformer.model, BLOCK_CONTAINERS, "cpu", 0) as offloader:
+        if variant == "custom":
+            conditioning = prepare_custom(encoders, vae, picture, "a cat walks", width=64, height=48)
+            streamed = generate_custom(transformer, conditioning, CustomRequest(num_frames=5, steps=3, seed=1, cfg=3.0))
+        else:
+            conditioning = prepare_i2v(encoders, vae, picture, "a cat walks", variant=variant, resolution="custom",
+                                       width=64, height=48, negative_prompt="bad")
+            streamed = generate_i2v(transformer, conditioning,
+                                    I2VRequest(num_frames=5, steps=3, seed=1, true_cfg=2.0))["samples"]
+    assert offloader.offloaded_blocks == 2 and offloader.onload_count > 0
+    torch.testing.assert_close(streamed, resident, rtol=0, atol=0)
