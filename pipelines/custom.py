@@ -28,7 +28,7 @@ from .image_prompt import require_vision
 from .prompt_encoding import TextEmbeds
 from .sampling import LatentConditioning, SamplingSettings, StepCallback, denoise, initial_noise
 from .speed import open_speed
-from .t2v import MAX_SEED, SIZE_MULTIPLE, VAE_SPATIAL, VAE_TEMPORAL
+from .t2v import SIZE_MULTIPLE, VAE_SPATIAL, VAE_TEMPORAL, check_sampling
 from .vae_loading import vae_constants
 
 WHITE = 1.0
@@ -175,12 +175,7 @@ class CustomRequest:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.num_frames < 1 or (self.num_frames - 1) % VAE_TEMPORAL:
-            raise ValueError(f"num_frames must be 4k+1 (1, 5, 9, ..., 129), got {self.num_frames}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.cfg < 1.0:
-            raise ValueError(f"cfg must be 1.0 (off) or more, got {self.cfg}")
+        check_sampling(self.num_frames, self.steps, self.cfg, self.seed)
         if self.flow_shift <= 0:
             raise ValueError(f"flow_shift must be above 0, got {self.flow_shift}")
         if self.ip_cfg_scale < 0:
@@ -189,8 +184,6 @@ class CustomRequest:
             raise ValueError("ip_cfg_scale needs cfg above 1.0 (it adds a third branch to classifier-free guidance)")
         if self.cfg_batching not in CFG_BATCHING:
             raise ValueError(f"cfg_batching must be one of {', '.join(CFG_BATCHING)}; got {self.cfg_batching!r}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
 
 
 def require_custom(transformer) -> None:

@@ -21,7 +21,7 @@ from .image_prompt import I2V_NEGATIVE_PROMPT, encode_i2v_prompt, require_vision
 from .prompt_encoding import TextEmbeds
 from .sampling import LatentConditioning, SamplingSettings, StepCallback, denoise, initial_noise
 from .speed import open_speed
-from .t2v import MAX_SEED, SIZE_MULTIPLE, VAE_SPATIAL, VAE_TEMPORAL
+from .t2v import SIZE_MULTIPLE, VAE_SPATIAL, VAE_TEMPORAL, check_sampling
 from .transformer_loading import VARIANT_TITLES
 from .vae_loading import vae_constants
 
@@ -188,20 +188,13 @@ class I2VRequest:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad input and what is allowed."""
-        if self.num_frames < 1 or (self.num_frames - 1) % VAE_TEMPORAL:
-            raise ValueError(f"num_frames must be 4k+1 (1, 5, 9, ..., 129), got {self.num_frames}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        check_sampling(self.num_frames, self.steps, self.true_cfg, self.seed)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.flow_shift is not None and self.flow_shift <= 0:
             raise ValueError(f"flow_shift must be above 0 (or unset for the mode's default), got {self.flow_shift}")
         if self.embedded_guidance < 0:
             raise ValueError(f"embedded_guidance must be 0 or more, got {self.embedded_guidance}")
-        if self.true_cfg < 1.0:
-            raise ValueError(f"cfg must be 1.0 (off) or more, got {self.true_cfg}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
 
     @property
     def shift(self) -> float:

@@ -22,6 +22,18 @@ SIZE_MULTIPLE = 16
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 
+def check_sampling(num_frames: int, steps: int, cfg: float, seed: int) -> None:
+    """The checks every sampler shares; ValueError naming the first bad input and what is allowed."""
+    if num_frames < 1 or (num_frames - 1) % VAE_TEMPORAL:
+        raise ValueError(f"num_frames must be 4k+1 (1, 5, 9, ..., 129), got {num_frames}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if cfg < 1.0:
+        raise ValueError(f"cfg must be 1.0 (off) or more, got {cfg}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+
+
 @dataclass
 class T2VRequest:
     width: int = 960
@@ -40,18 +52,11 @@ class T2VRequest:
             value = getattr(self, name)
             if value < SIZE_MULTIPLE or value % SIZE_MULTIPLE:
                 raise ValueError(f"{name} must be a positive multiple of {SIZE_MULTIPLE}, got {value}")
-        if self.num_frames < 1 or (self.num_frames - 1) % VAE_TEMPORAL:
-            raise ValueError(f"num_frames must be 4k+1 (1, 5, 9, ..., 129), got {self.num_frames}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        check_sampling(self.num_frames, self.steps, self.true_cfg, self.seed)
         if self.flow_shift <= 0:
             raise ValueError(f"flow_shift must be above 0, got {self.flow_shift}")
         if self.embedded_guidance < 0:
             raise ValueError(f"embedded_guidance must be 0 or more, got {self.embedded_guidance}")
-        if self.true_cfg < 1.0:
-            raise ValueError(f"cfg must be 1.0 (off) or more, got {self.true_cfg}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 

@@ -182,6 +182,8 @@ def llama_from_file(path: str | Path, dtype=torch.bfloat16, device="cpu") -> Lla
     """A LlamaModel streamed from a safetensors file tensor by tensor (see `streaming_load`). An fp8
     file (`llava_llama3_fp8_scaled`) stays fp8 with its scales and computes in `dtype` layer by layer
     (8 GB instead of 16 GB for Llama-3-8B); asked for fp32, it is dequantized like any other file."""
+    from transformers import LlamaModel
+
     path = Path(path)
     source = TensorSource(path, LLM_PREFIXES, drop=LLM_UNUSED)
     shapes = {k: source.shape(k) for k in source.keys() if not k.endswith(("scale_weight", "scale_input", FP8_MARKER))}

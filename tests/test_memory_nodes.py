@@ -73,11 +73,20 @@ def test_a_request_that_cannot_fit_is_refused_before_sampling(parts, monkeypatch
 
 
 def test_cli_exposes_the_same_choices(capsys):
-    from hunyuan_video_suite.pipelines.render import parse_args
+    from hunyuan_video_suite.pipelines import render_options
+    from hunyuan_video_suite.pipelines.offload import parse_offload
+    from hunyuan_video_suite.pipelines.transformer_loading import WEIGHT_DTYPES
 
-    args = parse_args(["--offload", "12", "--weight-dtype", "fp8_e4m3fn", "--fp8-matmul", "auto"])
+    parser = render_options.build_parser("render", "")
+    args = parser.parse_args(["--offload", "12", "--weight-dtype", "fp8_e4m3fn", "--fp8-matmul", "auto"])
     assert (args.offload, args.weight_dtype, args.fp8_matmul) == (12, "fp8_e4m3fn", "auto")
-    assert parse_args([]).offload == "auto" and parse_args([]).weight_dtype == "auto"
+    assert parser.parse_args([]).offload == "auto"
+    assert render_options.WEIGHT_DTYPE_CHOICES == WEIGHT_DTYPES
+    for text in ("auto", "off", "0", "12", " Auto "):
+        assert render_options._offload(text) == parse_offload(text)
     with pytest.raises(SystemExit):
-        parse_args(["--offload", "half"])
+        parser.parse_args(["--offload", "half"])
     assert "--offload" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a storage choice means nothing for the built-in demo model
+        render_options.check_options(parser, parser.parse_args(["--weight-dtype", "fp8_e4m3fn"]))
+    assert "--weight-dtype needs --transformer" in capsys.readouterr().err
