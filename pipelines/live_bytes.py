@@ -36,9 +36,11 @@ class PeakTensorBytes(TorchDispatchMode):
                 continue
             storage = tensor.untyped_storage()
             key = storage._cdata
-            if key in self._storages:
-                self._storages[key][1].append(weakref.ref(tensor))
+            known = self._storages.get(key)
+            if known is not None and any(r() is not None for r in known[1]):
+                known[1].append(weakref.ref(tensor))
             elif key not in inputs:
+                # New, or a freed storage's address reused by the allocator: counted at its own size.
                 self._storages[key] = (storage.nbytes(), [weakref.ref(tensor)])
         self._update()
         return out
