@@ -30,7 +30,8 @@ class HYVSDecode:
                 "temporal_tiling": ("BOOLEAN", {"default": True, "tooltip": "Decode a few frames at a time; long clips need it."}),
                 "tile_frames": ("INT", {"default": 16, "min": 8, "max": 256, "step": 4, "tooltip": "Frames per temporal tile."}),
                 "frame_overlap": ("INT", {"default": 4, "min": 0, "max": 128, "step": 4, "tooltip": "Overlap of neighbouring temporal tiles in frames."}),
-            }
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     @classmethod
@@ -39,13 +40,19 @@ class HYVSDecode:
                   "frame_overlap": frame_overlap}
         return validate(cls, values, lambda: TilingOptions(True, tile_size, tile_overlap, True, tile_frames, frame_overlap).validate())
 
-    def decode(self, vae, samples, fps, spatial_tiling, tile_size, tile_overlap, temporal_tiling, tile_frames, frame_overlap):
+    def decode(self, vae, samples, fps, spatial_tiling, tile_size, tile_overlap, temporal_tiling, tile_frames, frame_overlap,
+               unique_id=None):
         tiling = TilingOptions(spatial_tiling, tile_size, tile_overlap, temporal_tiling, tile_frames, frame_overlap)
         tiling.validate()
         latents = samples["samples"]
         host.check_interrupt()
-        with host.vae_on_compute_device(vae, tuple(latents.shape), tiling) as fitted:
-            frames = decode_latents(vae, latents, fitted)
+        bar = {}  # the chunk count is known once decoding starts
+
+        def on_chunk(done, total):
+            bar.setdefault("progress", host.Progress(total, node_id=unique_id)).set(done)  # also checks for Cancel
+
+        with host.vae_on_compute_device(vae, tuple(latents.shape), tiling, node_id=unique_id) as fitted:
+            frames = decode_latents(vae, latents, fitted, on_chunk)
         frames = frames[:, samples.get(DROP_FRAMES_KEY, 0):]  # I2V v1's first frames are not part of the video
         images = frames.reshape(-1, *frames.shape[2:])
         return (images, host.video_from_frames(images, fps))

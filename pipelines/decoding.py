@@ -11,8 +11,12 @@ linear blend) is diffusers' own, and the output is the same to the bit.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
+
+
+ChunkCallback = Callable[[int, int], None]  # (chunks done, total); may raise to stop
 
 
 @dataclass
@@ -53,8 +57,11 @@ def configure_tiling(vae, tiling: TilingOptions) -> None:
 
 
 @torch.no_grad()
-def decode_latents(vae, latents: torch.Tensor, tiling: TilingOptions | None = None) -> torch.Tensor:
-    """VAE latents `[B, C, T, h, w]` (ComfyUI's LATENT convention) to frames `[B, F, H, W, 3]` in 0..1 (float32, CPU)."""
+def decode_latents(vae, latents: torch.Tensor, tiling: TilingOptions | None = None,
+                   on_chunk: ChunkCallback | None = None) -> torch.Tensor:
+    """VAE latents `[B, C, T, h, w]` (ComfyUI's LATENT convention) to frames `[B, F, H, W, 3]` in 0..1 (float32, CPU).
+
+    `on_chunk(done, total)` hears each finished temporal chunk (and may raise to stop the decode)."""
     if latents.ndim != 5:
         raise ValueError(f"latent must be a video latent [B, C, T, H, W], got shape {tuple(latents.shape)}")
     if latents.shape[1] != vae.config.latent_channels:
@@ -67,9 +74,11 @@ def decode_latents(vae, latents: torch.Tensor, tiling: TilingOptions | None = No
     device = next(vae.parameters()).device
     latents = latents.to(dtype=vae.dtype)
     if tiling.temporal and latents.shape[2] > tiling.tile_frames // vae.temporal_compression_ratio:
-        video = _decode_in_chunks(vae, latents, device)
+        video = _decode_in_chunks(vae, latents, device, on_chunk)
     else:
         video = vae.decode(latents.to(device), return_dict=False)[0].cpu()
+        if on_chunk is not None:
+            on_chunk(1, 1)
     frames = (video.float() / 2 + 0.5).clamp(0, 1)
     return frames.permute(0, 2, 3, 4, 1)
 
@@ -83,7 +92,7 @@ def _decode_chunk(vae, chunk: torch.Tensor) -> torch.Tensor:
     return vae.decoder(vae.post_quant_conv(chunk))
 
 
-def _decode_in_chunks(vae, latents: torch.Tensor, device) -> torch.Tensor:
+def _decode_in_chunks(vae, latents: torch.Tensor, device, on_chunk: ChunkCallback | None) -> torch.Tensor:
     """Chunk by chunk over time; each finished chunk leaves the GPU at once (see the module docstring)."""
     ratio = vae.temporal_compression_ratio
     chunk_latent = vae.tile_sample_min_num_frames // ratio
@@ -92,7 +101,8 @@ def _decode_in_chunks(vae, latents: torch.Tensor, device) -> torch.Tensor:
     blend = vae.tile_sample_min_num_frames - stride
     num_frames = (latents.shape[2] - 1) * ratio + 1
     video, previous, done = None, None, 0
-    for start in range(0, latents.shape[2], stride_latent):
+    starts = range(0, latents.shape[2], stride_latent)
+    for index, start in enumerate(starts):
         decoded = _decode_chunk(vae, latents[:, :, start : start + chunk_latent + 1].to(device)).cpu()
         if start > 0:
             decoded = vae.blend_t(previous, decoded[:, :, 1:], blend)
@@ -102,4 +112,6 @@ def _decode_in_chunks(vae, latents: torch.Tensor, device) -> torch.Tensor:
         video[:, :, done : done + piece.shape[2]] = piece
         done += piece.shape[2]
         previous = decoded
+        if on_chunk is not None:
+            on_chunk(index + 1, len(starts))
     return video

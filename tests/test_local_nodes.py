@@ -100,6 +100,27 @@ def test_sampler_names_bad_inputs_before_sampling(loaded):
         _node("HYVS_T2VSampler")(transformer, positive, 32, 32, 6, 2, 6.0, 1.0, 7.0, 1)
 
 
+def test_decode_reports_each_chunk_and_stops_on_interrupt(loaded, monkeypatch):
+    _, vae, _ = loaded
+    latent = {"samples": torch.randn(1, vae.config.latent_channels, 9, 4, 4, generator=torch.Generator().manual_seed(0))}
+    seen = []
+    original = host.Progress.set
+
+    def spy(self, done):
+        seen.append((done, self.total))
+        if done == 2:
+            host.request_interrupt()
+        original(self, done)
+
+    monkeypatch.setattr(host.Progress, "set", spy)
+    try:
+        with pytest.raises(host.Interrupted):
+            _node("HYVS_Decode")(vae, latent, 24.0, False, 256, 64, True, 8, 4)
+    finally:
+        host.request_interrupt(False)
+    assert seen == [(1, 9), (2, 9)]  # 9 latent frames, 8-frame tiles with a 4-frame overlap: one chunk per latent frame
+
+
 def test_decode_refuses_a_latent_of_another_vae(loaded):
     _, vae, _ = loaded
     wrong = {"samples": torch.zeros(1, vae.config.latent_channels + 1, 2, 4, 4)}
