@@ -70,12 +70,7 @@ def module_bytes(module: nn.Module) -> int:
 def _tensors(module: nn.Module):
     """(owner, name, is_parameter) for every parameter and buffer of `module`."""
     for owner in module.modules():
-        for name, param in owner._parameters.items():
-            if param is not None:
-                yield owner, name, True
-        for name, buffer in owner._buffers.items():
-            if buffer is not None:
-                yield owner, name, False
+        yield from _tensors_direct(owner)
 
 
 def _get(owner: nn.Module, name: str, is_param: bool) -> torch.Tensor:

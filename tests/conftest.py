@@ -31,3 +31,11 @@ def _register_pack():
 
 
 _register_pack()
+
+
+def node_function(name: str):
+    """The FUNCTION of the node registered as `name`, bound to a fresh instance, as ComfyUI calls it."""
+    from hunyuan_video_suite.nodes import NODE_CLASS_MAPPINGS
+
+    cls = NODE_CLASS_MAPPINGS[name]
+    return getattr(cls(), cls.FUNCTION)

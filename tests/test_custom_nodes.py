@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import node_function as _node
 from hunyuan_video_suite.nodes import NODE_CLASS_MAPPINGS
 from hunyuan_video_suite.pipelines import tiny
 from hunyuan_video_suite.pipelines.custom import CUSTOM_NEGATIVE_PROMPT
@@ -10,11 +11,6 @@ from hunyuan_video_suite.pipelines.tiny_transformer import save_transformer, tin
 
 SAMPLER_DEFAULTS = {"num_frames": 129, "steps": 30, "cfg": 7.5, "flow_shift": 13.0, "ip_cfg_scale": 0.0,
                     "step_cache": True, "cfg_batching": "auto"}
-
-
-def _node(name):
-    cls = NODE_CLASS_MAPPINGS[name]
-    return getattr(cls(), cls.FUNCTION)
 
 
 @pytest.fixture(scope="module")

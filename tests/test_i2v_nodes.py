@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import node_function as _node
 from hunyuan_video_suite.nodes import NODE_CLASS_MAPPINGS
 from hunyuan_video_suite.pipelines import tiny
 from hunyuan_video_suite.pipelines.checkpoints import CheckpointError
@@ -13,11 +14,6 @@ FILES = {
     "i2v_v1": "hunyuan_video_image_to_video_720p_bf16.safetensors",
     "i2v_v2": "hunyuan_video_v2_replace_image_to_video_720p_bf16.safetensors",
 }
-
-
-def _node(name):
-    cls = NODE_CLASS_MAPPINGS[name]
-    return getattr(cls(), cls.FUNCTION)
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,12 @@
 import pytest
 import torch
 
+from conftest import node_function as _node
 from hunyuan_video_suite.nodes import NODE_CLASS_MAPPINGS, host
 from hunyuan_video_suite.pipelines import tiny
 from hunyuan_video_suite.pipelines.checkpoints import CheckpointError
 from hunyuan_video_suite.pipelines.tiny_transformer import save_transformer, tiny_transformer
 from hunyuan_video_suite.pipelines.video_io import read_video_frames
-
-
-def _node(name):
-    cls = NODE_CLASS_MAPPINGS[name]
-    return getattr(cls(), cls.FUNCTION)
 
 
 @pytest.fixture(scope="module")

@@ -4,17 +4,13 @@ and the planner's refusal before sampling (with a simulated small GPU)."""
 import pytest
 import torch
 
+from conftest import node_function as _node
 from hunyuan_video_suite.nodes import NODE_CLASS_MAPPINGS
 from hunyuan_video_suite.pipelines import sampling_memory, tiny
 from hunyuan_video_suite.pipelines.fp8_linear import ScaledFp8Linear
 from hunyuan_video_suite.pipelines.prompt_cache import PROMPTS
 from hunyuan_video_suite.pipelines.tiny_transformer import save_transformer, tiny_transformer
 from hunyuan_video_suite.pipelines.vram_planner import GiB, DoesNotFit
-
-
-def _node(name):
-    cls = NODE_CLASS_MAPPINGS[name]
-    return getattr(cls(), cls.FUNCTION)
 
 
 @pytest.fixture(scope="module")

@@ -389,15 +389,21 @@ TWIN_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_two_processes_queueing_the_same_job_bill_once(provider_env, data_dir, fast):
-    fake = provider_env("wavespeed", queue_polls=100_000, run_polls=2)
+def _start_twin(fake, data_dir) -> subprocess.Popen:
+    """Another process running the same job, returned once it has submitted (bounded: 60 s)."""
     other = subprocess.Popen([sys.executable, "-c", TWIN_SCRIPT, str(PACK_ROOT), str(data_dir)], env=os.environ.copy(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(600):  # until the other process has submitted (bounded: 60 s)
+    for _ in range(600):
         if fake.jobs or other.poll() is not None:
             break
         time.sleep(0.1)
     assert fake.jobs, other.communicate()[1]
+    return other
+
+
+def test_two_processes_queueing_the_same_job_bill_once(provider_env, data_dir, fast):
+    fake = provider_env("wavespeed", queue_polls=100_000, run_polls=2)
+    other = _start_twin(fake, data_dir)
 
     def release(text):  # once this process is waiting on the other one, let the remote job finish
         if "already running elsewhere" in text:
@@ -412,13 +418,7 @@ def test_two_processes_queueing_the_same_job_bill_once(provider_env, data_dir, f
 
 def test_waiter_takes_over_when_the_first_process_is_killed(provider_env, data_dir, fast):
     fake = provider_env("wavespeed", queue_polls=100_000, run_polls=1)
-    other = subprocess.Popen([sys.executable, "-c", TWIN_SCRIPT, str(PACK_ROOT), str(data_dir)], env=os.environ.copy(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(600):  # until the other process has submitted (bounded: 60 s)
-        if fake.jobs or other.poll() is not None:
-            break
-        time.sleep(0.1)
-    assert fake.jobs, other.communicate()[1]
+    other = _start_twin(fake, data_dir)
 
     def kill_the_owner(text):  # kill -9 the first process while this one waits on it
         if "already running elsewhere" in text:
