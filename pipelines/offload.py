@@ -121,7 +121,11 @@ class _OffloadedBlock:
 class BlockOffloader:
     """Keeps the first `resident` blocks (execution order) on `device` with the rest of the model and
     streams the others in one at a time, one block ahead. `attach()` sets it up, `detach()` puts the
-    whole model back on `home` (CPU memory, or where ComfyUI keeps idle models)."""
+    whole model back on `home` (CPU memory, or where ComfyUI keeps idle models).
+
+    The block hooks are kept out of torch.compile: regional compile (`nn.Module.compile`) compiles a
+    block's whole call, hooks included, and the copies, stream waits and `.data` swaps gain nothing
+    from tracing, so the compiled graph holds the block's own compute only."""
 
     def __init__(self, model: nn.Module, containers, device, resident: int, pin: bool | None = None, home="cpu"):
         self.model = model
@@ -191,6 +195,7 @@ class BlockOffloader:
         self.peak_onloaded = max(self.peak_onloaded, sum(e.onloaded for e in self._offloaded))
 
     def _before(self, index: int):
+        @torch.compiler.disable
         def hook(module, args):
             entry = self._offloaded[index]
             self._prefetch(index)
@@ -204,6 +209,7 @@ class BlockOffloader:
         return hook
 
     def _after(self, index: int):
+        @torch.compiler.disable
         def hook(module, args, output):
             self._offloaded[index].offload()
 

@@ -58,6 +58,21 @@ def test_offloaded_sampling_equals_resident_sampling(fp8, resident):
     assert offloader.peak_onloaded <= 2  # the block running and the one being prefetched
 
 
+def test_compiled_blocks_run_offloaded():
+    """The offload hooks stay out of the compiled block graphs, so compile and offload combine."""
+    import dataclasses
+
+    from hunyuan_video_suite.pipelines.speed import SpeedOptions
+
+    transformer = _model()
+    reference, _ = _sample(transformer, None)
+    compiled = dataclasses.replace(transformer, speed=SpeedOptions(attention="sdpa", compile=True))
+    latents, offloader = _sample(compiled, 2)
+    torch.testing.assert_close(latents, reference, rtol=1e-4, atol=1e-4)
+    assert offloader.onload_count == 3 * REQUEST["steps"]
+    assert all(block._compiled_call_impl is not None for block in transformer.model.transformer_blocks)
+
+
 def test_offloaded_blocks_hold_their_device_copy_only_while_they_run():
     transformer = _model()
     model = transformer.model
