@@ -75,7 +75,8 @@ class ScaledFp8Linear(nn.Module):
         """x quantized per tensor, then one fp8 x fp8 matmul with both scales applied by the kernel."""
         rows = x.reshape(-1, self.in_features)
         x_scale = rows.detach().abs().amax().float().clamp(min=1e-12) / FP8_MAX
-        x_fp8 = (rows / x_scale.to(rows.dtype)).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+        # .contiguous(): cuBLASLt on Hopper takes only a row-major first operand
+        x_fp8 = (rows / x_scale.to(rows.dtype)).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE).contiguous()
         out = torch._scaled_mm(
             x_fp8, self.weight.t(), scale_a=x_scale, scale_b=self.scale_weight.float(),
             bias=self.bias.to(x.dtype) if self.bias is not None else None, out_dtype=x.dtype,

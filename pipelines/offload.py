@@ -7,7 +7,8 @@ half the model would still copy all of it every step), and at apply time it pins
 all weights. The mechanism here is the same as diffusers' (forward pre-hooks swap each parameter's
 `.data` between a CPU copy and a device copy; the next block is prefetched on a side stream while
 the current one computes; `record_stream` keeps the allocator from reusing a buffer too early), for
-the blocks that the planner leaves off the GPU only.
+the blocks that the planner leaves off the GPU only. Pinned copies are packed into a few buffers
+(`pinned_memory`), as per-tensor pinning would take about 1.5x the weights' size in RAM.
 
 On a CPU-only machine the same code runs with CPU as both devices (each onload makes a separate
 copy), which is how the tests check that offloaded and resident sampling agree.
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .pinned_memory import copy_into_buffers, packed_bytes
 
 OFFLOAD_AUTO, OFFLOAD_OFF = "auto", "off"
 # The HunyuanVideo transformer's repeated blocks (diffusers names), in execution order: ~97% of its weights.
@@ -73,6 +76,10 @@ def _tensors(module: nn.Module):
         yield from _tensors_direct(owner)
 
 
+def _block_tensors(module: nn.Module):
+    return (_get(*slot) for slot in _tensors(module))
+
+
 def _get(owner: nn.Module, name: str, is_param: bool) -> torch.Tensor:
     return owner._parameters[name].data if is_param else owner._buffers[name]
 
@@ -93,16 +100,23 @@ def pinning_fits(nbytes: int) -> bool:
     return psutil.virtual_memory().available - nbytes > PIN_HEADROOM_BYTES
 
 
+def place_on_host(blocks: list[nn.Module], pin: bool) -> None:
+    """Every tensor of `blocks` in CPU memory: packed into pinned buffers when `pin` (tensors pinned by
+    an earlier run stay where they are), else plain CPU tensors."""
+    slots = [slot for block in blocks for slot in _tensors(block)]
+    if pin:
+        slots = [slot for slot in slots if not _get(*slot).is_pinned()]
+        copy_into_buffers(len(slots), lambda i: _get(*slots[i]), lambda i, copy: _set(*slots[i], copy))
+    else:
+        for slot in slots:
+            _set(*slot, _get(*slot).to("cpu"))
+
+
 class _OffloadedBlock:
-    def __init__(self, block: nn.Module, pin: bool):
+    def __init__(self, block: nn.Module):
+        """`block`'s tensors must already be in CPU memory (`place_on_host`)."""
         self.block = block
-        self.entries = []
-        for owner, name, is_param in _tensors(block):
-            cpu = _get(owner, name, is_param).to("cpu")
-            if pin:
-                cpu = cpu.pin_memory()
-            _set(owner, name, is_param, cpu)
-            self.entries.append((owner, name, is_param, cpu))
+        self.entries = [(owner, name, is_param, _get(owner, name, is_param)) for owner, name, is_param in _tensors(block)]
         self.onloaded = False
         self.ready: torch.cuda.Event | None = None
 
@@ -135,8 +149,8 @@ class BlockOffloader:
         self.resident = max(0, min(int(resident), len(self.blocks)))
         self.containers = tuple(containers)
         self.use_stream = self.device.type == "cuda"
-        offloaded_bytes = sum(module_bytes(b) for b in self.blocks[self.resident:])
-        self.pin = (self.use_stream and pinning_fits(offloaded_bytes)) if pin is None else pin
+        sizes = [t.numel() * t.element_size() for b in self.blocks[self.resident :] for t in _block_tensors(b)]
+        self.pin = (self.use_stream and pinning_fits(packed_bytes(sizes))) if pin is None else pin
         self._offloaded: list[_OffloadedBlock] = []
         self._handles = []
         self._stream = None
@@ -156,7 +170,9 @@ class BlockOffloader:
             _set(owner, name, is_param, _get(owner, name, is_param).to(self.device))
         for block in self.blocks[: self.resident]:
             block.to(self.device)
-        self._offloaded = [_OffloadedBlock(b, self.pin) for b in self.blocks if id(b) in offloaded_ids]
+        offloaded = [b for b in self.blocks if id(b) in offloaded_ids]
+        place_on_host(offloaded, self.pin)
+        self._offloaded = [_OffloadedBlock(b) for b in offloaded]
         if self.use_stream:
             self._stream = torch.cuda.Stream(self.device)
         for index, entry in enumerate(self._offloaded):
