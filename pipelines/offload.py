@@ -7,8 +7,9 @@ half the model would still copy all of it every step), and at apply time it pins
 all weights. The mechanism here is the same as diffusers' (forward pre-hooks swap each parameter's
 `.data` between a CPU copy and a device copy; the next block is prefetched on a side stream while
 the current one computes; `record_stream` keeps the allocator from reusing a buffer too early), for
-the blocks that the planner leaves off the GPU only. Pinned copies are packed into a few buffers
-(`pinned_memory`), as per-tensor pinning would take about 1.5x the weights' size in RAM.
+the blocks that the planner leaves off the GPU only, plus one host wait per block that keeps the
+host at most one offloaded block ahead of the GPU (see `_after`). Pinned copies are packed into a
+few buffers (`pinned_memory`), as per-tensor pinning would take about 1.5x the weights' size in RAM.
 
 On a CPU-only machine the same code runs with CPU as both devices (each onload makes a separate
 copy), which is how the tests check that offloaded and resident sampling agree.
@@ -118,7 +119,8 @@ class _OffloadedBlock:
         self.block = block
         self.entries = [(owner, name, is_param, _get(owner, name, is_param)) for owner, name, is_param in _tensors(block)]
         self.onloaded = False
-        self.ready: torch.cuda.Event | None = None
+        self.ready: torch.cuda.Event | None = None  # the copy to the device is complete (CUDA only)
+        self.done: torch.cuda.Event | None = None  # the block's last run is complete (CUDA only)
 
     def onload(self, device: torch.device, non_blocking: bool) -> None:
         for owner, name, is_param, cpu in self.entries:
@@ -154,6 +156,7 @@ class BlockOffloader:
         self._offloaded: list[_OffloadedBlock] = []
         self._handles = []
         self._stream = None
+        self._last_done: torch.cuda.Event | None = None  # completion of the offloaded block that ran last
         self.onload_count = 0  # transfers done (tests and benchmarks read it)
         self.peak_onloaded = 0  # most offloaded blocks on the device at once
 
@@ -190,7 +193,7 @@ class BlockOffloader:
             entry.offload()
         self._offloaded = []
         self.model.to(self.home)
-        self._stream = None
+        self._stream = self._last_done = None
 
     def _prefetch(self, index: int) -> None:
         """Start copying offloaded block `index` to the device (side stream on CUDA)."""
@@ -200,7 +203,6 @@ class BlockOffloader:
         if entry.onloaded:
             return
         if self._stream is not None:
-            self._stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(self._stream):
                 entry.onload(self.device, non_blocking=self.pin)
                 entry.ready = torch.cuda.Event()
@@ -214,20 +216,37 @@ class BlockOffloader:
         @torch.compiler.disable
         def hook(module, args):
             entry = self._offloaded[index]
-            self._prefetch(index)
+            self._prefetch(index)  # already under way, unless the block before did not run
             if entry.ready is not None:
                 current = torch.cuda.current_stream(self.device)
                 current.wait_event(entry.ready)
                 for owner, name, is_param, _ in entry.entries:
                     _get(owner, name, is_param).record_stream(current)
-            self._prefetch(index + 1)
 
         return hook
 
     def _after(self, index: int):
+        """Once block `index` is queued: wait until the offloaded block that ran before it (in this
+        model call or, for the first, the last one of the call before) has finished on the GPU, then
+        prefetch the next block and drop this one's device copy.
+
+        The wait is what bounds the memory: the host runs ahead of the GPU, and a device copy dropped
+        while its block is still queued cannot be reused (`record_stream`), so without it every block
+        the host got ahead by would hold a fresh copy. Waiting for the block *before* keeps the GPU busy
+        with this one meanwhile, and at most two offloaded blocks are on the device at once.
+        """
+
         @torch.compiler.disable
         def hook(module, args, output):
-            self._offloaded[index].offload()
+            entry = self._offloaded[index]
+            if self._stream is not None:
+                previous = self._last_done
+                entry.done = self._last_done = torch.cuda.Event()
+                entry.done.record(torch.cuda.current_stream(self.device))
+                if previous is not None:
+                    previous.synchronize()
+            self._prefetch(index + 1)
+            entry.offload()
 
         return hook
 

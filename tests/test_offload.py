@@ -4,12 +4,16 @@ On this CPU-only machine both devices are the CPU (as in diffusers' own offload 
 still makes a separate copy of the block's weights, and the hooks run exactly as on a GPU.
 """
 
+import contextlib
+
 import pytest
 import torch
 from diffusers import HunyuanVideoTransformer3DModel
 
 from hunyuan_video_suite.pipelines.fp8_linear import quantize_linears
-from hunyuan_video_suite.pipelines.offload import BlockOffloader, MemoryOptions, model_on_device, parse_offload
+from hunyuan_video_suite.pipelines.offload import (
+    BlockOffloader, MemoryOptions, _OffloadedBlock, model_on_device, parse_offload,
+)
 from hunyuan_video_suite.pipelines.prompt_encoding import TextEmbeds
 from hunyuan_video_suite.pipelines.t2v import T2VRequest, generate_t2v
 from hunyuan_video_suite.pipelines.transformer_loading import BLOCK_CONTAINERS, LoadedTransformer, rope_axes_for
@@ -152,3 +156,75 @@ def test_text_encoder_layers_are_streamed_when_they_do_not_fit():
         streamed = encode_prompt(encoders, "a boat at sea", "cpu")
     assert not encoders.llm._forward_pre_hooks
     torch.testing.assert_close(streamed.prompt_embeds, reference.prompt_embeds, rtol=0, atol=0)
+
+
+class _FakeCuda:
+    """Stands in for CUDA streams and events on a CPU-only machine and logs what the offloader asks of
+    them, so the order of copies, waits and host syncs can be checked without a GPU."""
+
+    def __init__(self, monkeypatch, offloader):
+        self.log = []
+        self.offloader = offloader
+        fake = self
+
+        class Event:
+            def record(self, stream):
+                pass
+
+            def synchronize(self):
+                fake.log.append(("host waits for block", fake.owner(self, "done")))
+
+        class Stream:
+            def wait_event(self, event):
+                fake.log.append(("compute waits for copy", fake.owner(event, "ready")))
+
+        compute = Stream()
+        monkeypatch.setattr(torch.cuda, "Event", Event)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: compute)
+        monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+        monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: None, raising=False)
+        original_onload = _OffloadedBlock.onload
+
+        def onload(entry, device, non_blocking):
+            fake.log.append(("copy", offloader._offloaded.index(entry)))
+            original_onload(entry, device, non_blocking)
+
+        monkeypatch.setattr(_OffloadedBlock, "onload", onload)
+        offloader._stream = Stream()
+
+    def owner(self, event, kind):
+        return next(i for i, e in enumerate(self.offloader._offloaded) if getattr(e, kind) is event)
+
+
+def test_on_cuda_the_host_waits_one_block_behind_and_two_copies_at_most_are_live(monkeypatch):
+    """The CUDA protocol, with logged stand-ins for streams and events: each copy is waited for before
+    its block runs, and a copy counts as live until the host has seen its block finish."""
+    transformer = _model()
+    offloader = BlockOffloader(transformer.model, BLOCK_CONTAINERS, "cpu", resident=1).attach()
+    fake = _FakeCuda(monkeypatch, offloader)
+    offloaded = [*transformer.model.transformer_blocks, *transformer.model.single_transformer_blocks][1:]
+    for index, block in enumerate(offloaded):
+        block.register_forward_pre_hook(lambda module, args, index=index: fake.log.append(("run", index)))
+    with torch.no_grad():
+        generate_t2v(transformer, _embeds(), T2VRequest(**{**REQUEST, "steps": 2}))
+    offloader.detach()
+    log = fake.log
+    second = log.index(("copy", 0), 1)  # the second model call starts with its first prefetch
+    for first, step in ((True, log[:second]), (False, log[second:])):
+        for k in range(4):
+            assert step.index(("copy", k)) < step.index(("compute waits for copy", k)) < step.index(("run", k))
+            # the block run before must be done before the next copy takes memory, and the host waits
+            # for it only once this block is queued (the GPU stays busy)
+            if k > 0 or not first:
+                before = ("host waits for block", (k - 1) % 4)
+                assert step.index(("run", k)) < step.index(before)
+                if k < 3:
+                    assert step.index(before) < step.index(("copy", k + 1))
+    live, peak = set(), 0
+    for event, k in log:
+        if event == "copy":
+            live.add(k)
+            peak = max(peak, len(live))
+        elif event == "host waits for block":
+            live.discard(k)
+    assert peak == 2
