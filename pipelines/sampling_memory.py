@@ -28,12 +28,14 @@ LLM_CONTAINERS = ("layers",)
 
 
 def free_bytes(device: torch.device) -> int | None:
-    """Free memory on a CUDA device; None elsewhere (no plan needed on a CPU)."""
+    """Memory this process can still use on a CUDA device: what the driver reports free plus what
+    PyTorch's allocator holds cached but unused; None elsewhere (no plan needed on a CPU)."""
     device = torch.device(device)
     if device.type != "cuda":
         return None
     free, _ = torch.cuda.mem_get_info(device)
-    return int(free)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int(free + max(0, cached))
 
 
 def plan_sampling(transformer, width: int, height: int, frames: int, batch: int, device, free: int | None = None
