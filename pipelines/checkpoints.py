@@ -27,6 +27,13 @@ class CheckpointError(ValueError):
     """A weight file is missing, unreadable, or not the kind of file that was asked for."""
 
 
+def safetensors_data_start(path: str | os.PathLike) -> int:
+    """Byte offset where a safetensors file's tensor data begins (after the 8-byte length and the header)."""
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+    return 8 + size
+
+
 def read_safetensors_header(path: str | os.PathLike) -> dict:
     """Tensor names -> {dtype, shape} without reading the weights (the file's JSON header)."""
     path = Path(path)

@@ -26,10 +26,22 @@ FP8_MAX = float(torch.finfo(FP8_DTYPE).max)  # 448
 _SCALED_MM_MULTIPLE = 16  # torch._scaled_mm needs both matrix dims divisible by 16
 
 
+_QUANTIZE_CHUNK = 1 << 22  # elements converted at a time: 16 MB of float32 scratch
+
+
 def quantize_fp8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`weight` as float8_e4m3fn plus its per-tensor scale (ComfyUI's `scaled_fp8`: weight = fp8 * scale)."""
-    scale = weight.detach().float().abs().max().clamp(min=1e-12) / FP8_MAX
-    return (weight.detach().float() / scale).to(FP8_DTYPE), scale.reshape(())
+    """`weight` as float8_e4m3fn plus its per-tensor scale (ComfyUI's `scaled_fp8`: weight = fp8 * scale).
+
+    Converted in chunks: the whole-tensor expression would hold three float32 copies of a 3072x15360
+    weight (0.57 GB) at once while a model loads; the numbers are the same to the bit."""
+    flat = weight.detach().reshape(-1)
+    low, high = torch.aminmax(flat)
+    scale = torch.maximum(low.abs(), high.abs()).float().clamp(min=1e-12) / FP8_MAX
+    out = torch.empty(weight.shape, dtype=FP8_DTYPE, device=weight.device)
+    out_flat = out.view(-1)
+    for start in range(0, flat.numel(), _QUANTIZE_CHUNK):
+        out_flat[start : start + _QUANTIZE_CHUNK].copy_(flat[start : start + _QUANTIZE_CHUNK].float().div_(scale))
+    return out, scale.reshape(())
 
 
 def dequantize_fp8(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -4,7 +4,10 @@ The model is made on the `meta` device (no memory), then each tensor is read fro
 or split, brought to its storage dtype and put in place, before the next one is read.
 safetensors' `safe_open` gives tensors backed by the file's memory map (safetensors 0.4+): a tensor
 kept in its stored dtype costs no copy at all, so a bf16 file kept bf16 or an fp8 file kept fp8
-uses about one file size of RAM (the mapped pages); a cast makes one tensor's copy at a time.
+uses about one file size of RAM (the mapped pages). A tensor that is cast (a bf16 weight quantized
+to fp8, an fp8 weight expanded to bf16) is read with plain file reads instead (`TensorSource.read`):
+read through the map, its pages would stay in the process's memory until the whole load ends, next
+to the cast copy (a bf16 file stored as fp8 peaked at 1.39x the file that way).
 
 Storage rules (what `weight_dtype` asks for, see `plan_storage`):
 - fp8 storage: linear weights that the file holds in fp8 stay fp8 with their `scale_weight`
@@ -44,9 +47,14 @@ class TensorSource:
         self.path = Path(path)
         self._tensors: Mapping[str, torch.Tensor] | None = None
         self._file = None
+        self._offsets: dict[str, tuple[int, int]] = {}
+        self._reader = None
+        self._buffer: torch.Tensor | None = None
         if self.path.suffix.lower() == ".safetensors":
             header = checkpoints.read_safetensors_header(self.path)
             infos = {k: (tuple(v["shape"]), SAFETENSORS_DTYPES.get(v["dtype"], torch.float32)) for k, v in header.items()}
+            start = checkpoints.safetensors_data_start(self.path)
+            self._offsets = {k: (start + v["data_offsets"][0], start + v["data_offsets"][1]) for k, v in header.items()}
         else:
             self._tensors = checkpoints.load_state_dict(self.path)
             infos = {k: (tuple(v.shape), v.dtype) for k, v in self._tensors.items()}
@@ -78,10 +86,36 @@ class TensorSource:
                 raise checkpoints.CheckpointError(f"{self.path.name}: not a readable safetensors file ({e})") from e
         return self._file.get_tensor(name)
 
+    def read(self, key: str) -> torch.Tensor:
+        """Tensor `key` read with plain file reads into one buffer that every `read` reuses, for a
+        tensor that is about to be cast: none of its pages stay mapped into the process, and one buffer
+        instead of a fresh one per tensor keeps the allocator from scattering freed memory (safetensors
+        has no call for this; its `safe_open` always maps the file). The tensor is valid until the next
+        `read`: cast or copy it first. Pickled sources hand out their loaded tensor."""
+        name = self._names[key]
+        if self._tensors is not None:
+            return self._tensors[name]
+        begin, end = self._offsets[name]
+        shape, dtype = self.infos[key]
+        if self._buffer is None or self._buffer.numel() < end - begin:
+            self._buffer = None
+            self._buffer = torch.empty(end - begin, dtype=torch.uint8)
+        data = self._buffer[: end - begin]
+        if self._reader is None:
+            self._reader = open(self.path, "rb")
+        self._reader.seek(begin)
+        if self._reader.readinto(data.numpy()) != end - begin:
+            raise checkpoints.CheckpointError(f"{self.path.name}: file is truncated (tensor {name} cut short)")
+        return data.view(dtype).reshape(shape)
+
     def close(self) -> None:
-        """Drop the file handle; tensors already handed out keep their own reference to the mapping."""
+        """Drop the file handles; tensors already handed out keep their own reference to the mapping."""
         self._file = None
         self._tensors = None
+        self._buffer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def is_fp8(self) -> bool:
         return any(k.endswith(checkpoints.SCALE_SUFFIX) for k in self.infos) or any(
@@ -127,7 +161,9 @@ def stream_into(
     fp8_modules = _fp8_modules(keys, source, convert, linears, plan, tuple(quantize_prefixes))
     swap_linears(model, sorted(fp8_modules), plan.compute)
     for key in keys:
-        value = source.get(key)
+        cast = _is_cast(key, source, convert, fp8_modules, plan)
+        value = source.read(key) if cast else source.get(key)
+        read = value if cast else None
         scale = scales.get(_weight_scale_key(key) or "")
         stored_fp8 = value.dtype in FP8_DTYPES
         if stored_fp8 and scale is None:
@@ -140,15 +176,35 @@ def stream_into(
                 else:
                     full = dequantize_fp8(part, scale, torch.float32) if stored_fp8 else part
                     weight, part_scale = quantize_fp8(full)
-                _assign(model, module_name, "weight", weight, buffer=True)
+                _assign(model, module_name, "weight", _owned(weight, read), buffer=True)
                 _assign(model, module_name, "scale_weight", part_scale.reshape(()).clone(), buffer=True)
             else:
                 if stored_fp8:
                     part = dequantize_fp8(part, scale, plan.compute)
-                _assign(model, module_name, attr, _as_compute(part, plan))
+                _assign(model, module_name, attr, _owned(_as_compute(part, plan), read))
         del value
     source.close()
     return [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+
+
+def _owned(tensor: torch.Tensor, read: torch.Tensor | None) -> torch.Tensor:
+    """`tensor`, copied out of the read buffer when it still lives there (the next read overwrites it)."""
+    if read is not None and tensor.untyped_storage().data_ptr() == read.untyped_storage().data_ptr():
+        return tensor.clone()
+    return tensor
+
+
+def _is_cast(key: str, source: TensorSource, convert, fp8_modules: set[str], plan: StoragePlan) -> bool:
+    """Whether file tensor `key` is stored in another dtype than the file's (decided from the header)."""
+    dtype = source.dtype(key)
+    for name, part in convert(key, torch.empty(source.shape(key), dtype=dtype, device="meta")).items():
+        module_name, _, attr = name.rpartition(".")
+        if module_name in fp8_modules and attr == "weight":
+            if not (dtype in FP8_DTYPES and part.dtype == FP8_DTYPE):
+                return True
+        elif dtype in FP8_DTYPES or _as_compute(part, plan).dtype != part.dtype:
+            return True
+    return False
 
 
 def _fp8_modules(keys, source, convert, linears, plan: StoragePlan, quantize_prefixes) -> set[str]:

@@ -99,7 +99,7 @@ LOAD_SCRIPT = textwrap.dedent(
     from hunyuan_video_suite.pipelines.transformer_loading import load_transformer
     import diffusers.models.transformers.transformer_hunyuan_video  # imports before the baseline
     base = psutil.Process().memory_info().rss
-    loaded = load_transformer({path!r})
+    loaded = load_transformer({path!r}, dtype={dtype!r})
     # every weight read once, so the file's mapped pages count too
     touched = sum(int(t.reshape(-1).view(torch.uint8).max()) for t in [*loaded.model.parameters(), *loaded.model.buffers()])
     status = open("/proc/self/status").read()  # VmHWM: this process's peak RSS (ru_maxrss survives exec)
@@ -109,11 +109,13 @@ LOAD_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("fp8", [True, False], ids=["fp8_file", "bf16_file"])
-def test_loader_never_holds_a_second_copy_of_the_file(tmp_path, fp8):
+@pytest.mark.parametrize("fp8,dtype", [(True, "auto"), (False, "auto"), (False, "fp8_e4m3fn")],
+                         ids=["fp8_file", "bf16_file", "bf16_file_stored_fp8"])
+def test_loader_never_holds_a_second_copy_of_the_file(tmp_path, fp8, dtype):
     """Measured in a fresh process on a slice at the real head width (1 double + 2 single blocks, about
     90 MB in fp8; a bf16 copy of it would add twice that): peak RSS while loading stays within 1.25x
-    the file size for fp8, and within 64 MB beyond the (mapped) file for bf16."""
+    the file size for fp8, within 64 MB beyond the (mapped) file for bf16, and below the file size for
+    a bf16 file stored as fp8 (its cast weights are read, not mapped: their bf16 pages do not stay)."""
     from diffusers import HunyuanVideoTransformer3DModel
 
     from hunyuan_video_suite.pipelines.transformer_loading import rope_axes_for
@@ -127,16 +129,19 @@ def test_loader_never_holds_a_second_copy_of_the_file(tmp_path, fp8):
     path = save_transformer(wide.to(torch.float32 if fp8 else torch.bfloat16), tmp_path / name, fp8=fp8)
     del wide
     size = path.stat().st_size
-    script = LOAD_SCRIPT.format(tests=str(PACK_ROOT / "tests"), path=str(path))
+    script = LOAD_SCRIPT.format(tests=str(PACK_ROOT / "tests"), path=str(path), dtype=dtype)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=PACK_ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     if fp8:
         assert report["storage"] == "torch.float8_e4m3fn"
         assert report["peak_over_base"] <= 1.25 * size, (report, size)
-    else:
+    elif dtype == "auto":
         assert report["storage"] == "torch.bfloat16"
         assert report["peak_over_base"] <= size + 64 * 2**20, (report, size)
+    else:
+        assert report["storage"] == "torch.float8_e4m3fn"
+        assert report["peak_over_base"] <= size, (report, size)  # was 1.6-1.8x with the weights read mapped
 
 
 def test_llava_llama3_fp8_file_stays_fp8_and_encodes_like_its_dequantized_form(tmp_path):
