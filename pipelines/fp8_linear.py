@@ -39,8 +39,11 @@ def quantize_fp8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = torch.maximum(low.abs(), high.abs()).float().clamp(min=1e-12) / FP8_MAX
     out = torch.empty(weight.shape, dtype=FP8_DTYPE, device=weight.device)
     out_flat = out.view(-1)
+    scratch = torch.empty(min(flat.numel(), _QUANTIZE_CHUNK), dtype=torch.float32, device=weight.device)
     for start in range(0, flat.numel(), _QUANTIZE_CHUNK):
-        out_flat[start : start + _QUANTIZE_CHUNK].copy_(flat[start : start + _QUANTIZE_CHUNK].float().div_(scale))
+        piece = flat[start : start + _QUANTIZE_CHUNK]
+        part = scratch[: piece.numel()]
+        out_flat[start : start + piece.numel()].copy_(part.copy_(piece).div_(scale))
     return out, scale.reshape(())
 
 

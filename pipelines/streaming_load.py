@@ -86,12 +86,17 @@ class TensorSource:
                 raise checkpoints.CheckpointError(f"{self.path.name}: not a readable safetensors file ({e})") from e
         return self._file.get_tensor(name)
 
-    def read(self, key: str) -> torch.Tensor:
+    def nbytes(self, key: str) -> int:
+        shape, dtype = self.infos[key]
+        return torch.Size(shape).numel() * dtype.itemsize
+
+    def read(self, key: str, reserve: int = 0) -> torch.Tensor:
         """Tensor `key` read with plain file reads into one buffer that every `read` reuses, for a
         tensor that is about to be cast: none of its pages stay mapped into the process, and one buffer
         instead of a fresh one per tensor keeps the allocator from scattering freed memory (safetensors
         has no call for this; its `safe_open` always maps the file). The tensor is valid until the next
-        `read`: cast or copy it first. Pickled sources hand out their loaded tensor."""
+        `read`: cast or copy it first; `reserve` sizes the buffer for the largest tensor still to come,
+        so it is allocated once. Pickled sources hand out their loaded tensor."""
         name = self._names[key]
         if self._tensors is not None:
             return self._tensors[name]
@@ -99,7 +104,7 @@ class TensorSource:
         shape, dtype = self.infos[key]
         if self._buffer is None or self._buffer.numel() < end - begin:
             self._buffer = None
-            self._buffer = torch.empty(end - begin, dtype=torch.uint8)
+            self._buffer = torch.empty(max(end - begin, reserve), dtype=torch.uint8)
         data = self._buffer[: end - begin]
         if self._reader is None:
             self._reader = open(self.path, "rb")
@@ -160,9 +165,11 @@ def stream_into(
     linears = {name for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     fp8_modules = _fp8_modules(keys, source, convert, linears, plan, tuple(quantize_prefixes))
     swap_linears(model, sorted(fp8_modules), plan.compute)
+    cast_keys = {key for key in keys if _is_cast(key, source, convert, fp8_modules, plan)}
+    largest_cast = max((source.nbytes(key) for key in cast_keys), default=0)
     for key in keys:
-        cast = _is_cast(key, source, convert, fp8_modules, plan)
-        value = source.read(key) if cast else source.get(key)
+        cast = key in cast_keys
+        value = source.read(key, reserve=largest_cast) if cast else source.get(key)
         read = value if cast else None
         scale = scales.get(_weight_scale_key(key) or "")
         stored_fp8 = value.dtype in FP8_DTYPES

@@ -98,13 +98,16 @@ LOAD_SCRIPT = textwrap.dedent(
     import conftest, torch, psutil
     from hunyuan_video_suite.pipelines.transformer_loading import load_transformer
     import diffusers.models.transformers.transformer_hunyuan_video  # imports before the baseline
-    base = psutil.Process().memory_info().rss
+    def status(field):  # VmHWM: this process's peak RSS (ru_maxrss survives exec); RssFile: mapped file pages
+        return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) * 1024
+    base, file_base = psutil.Process().memory_info().rss, status("RssFile")
     loaded = load_transformer({path!r}, dtype={dtype!r})
     # every weight read once, so the file's mapped pages count too
-    touched = sum(int(t.reshape(-1).view(torch.uint8).max()) for t in [*loaded.model.parameters(), *loaded.model.buffers()])
-    status = open("/proc/self/status").read()  # VmHWM: this process's peak RSS (ru_maxrss survives exec)
-    peak = int(status.split("VmHWM:")[1].split()[0]) * 1024
-    print(json.dumps({{"peak_over_base": peak - base, "storage": str(loaded.storage_dtype)}}))
+    tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
+    touched = sum(int(t.reshape(-1).view(torch.uint8).max()) for t in tensors)
+    kept = sum(t.numel() * t.element_size() for t in tensors if t.dtype != torch.float8_e4m3fn)
+    print(json.dumps({{"peak_over_base": status("VmHWM") - base, "mapped_over_base": status("RssFile") - file_base,
+                      "not_fp8": kept, "storage": str(loaded.storage_dtype)}}))
     """
 )
 
@@ -114,8 +117,10 @@ LOAD_SCRIPT = textwrap.dedent(
 def test_loader_never_holds_a_second_copy_of_the_file(tmp_path, fp8, dtype):
     """Measured in a fresh process on a slice at the real head width (1 double + 2 single blocks, about
     90 MB in fp8; a bf16 copy of it would add twice that): peak RSS while loading stays within 1.25x
-    the file size for fp8, within 64 MB beyond the (mapped) file for bf16, and below the file size for
-    a bf16 file stored as fp8 (its cast weights are read, not mapped: their bf16 pages do not stay)."""
+    the file size for fp8 and within 64 MB beyond the (mapped) file for bf16. A bf16 file stored as
+    fp8 reads its cast weights instead of mapping them: the only file pages mapped are those of the
+    weights kept bf16 (plus libraries loaded meanwhile), and the peak stays within 64 MB beyond the
+    file (it was 1.6-2.5x the file with every weight read through the map)."""
     from diffusers import HunyuanVideoTransformer3DModel
 
     from hunyuan_video_suite.pipelines.transformer_loading import rope_axes_for
@@ -141,7 +146,8 @@ def test_loader_never_holds_a_second_copy_of_the_file(tmp_path, fp8, dtype):
         assert report["peak_over_base"] <= size + 64 * 2**20, (report, size)
     else:
         assert report["storage"] == "torch.float8_e4m3fn"
-        assert report["peak_over_base"] <= size, (report, size)  # was 1.6-1.8x with the weights read mapped
+        assert report["mapped_over_base"] <= report["not_fp8"] + 16 * 2**20, report
+        assert report["peak_over_base"] <= size + 64 * 2**20, (report, size)
 
 
 def test_llava_llama3_fp8_file_stays_fp8_and_encodes_like_its_dequantized_form(tmp_path):
