@@ -134,7 +134,14 @@ def _mask_free_processor_class():
         def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
             lengths = self.plan.lengths
             if lengths is None or encoder_hidden_states is None:
-                return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+                if attention_mask is None:
+                    return super().__call__(attn, hidden_states, encoder_hidden_states, None, image_rotary_emb)
+                # diffusers' masked path: FlashAttention and SageAttention take no mask, so SDPA runs it
+                backend, self._attention_backend = self._attention_backend, None
+                try:
+                    return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+                finally:
+                    self._attention_backend = backend
             text = encoder_hidden_states.shape[1]
             if all(n == text for n in lengths):
                 return super().__call__(attn, hidden_states, encoder_hidden_states, None, image_rotary_emb)

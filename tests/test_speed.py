@@ -111,6 +111,37 @@ def test_trimmed_attention_equals_masked_attention(variant, case, monkeypatch):
     assert {keys for _, keys in calls} == {video + n for n in lengths}
 
 
+def test_a_masked_call_never_reaches_a_kernel_that_takes_no_mask(monkeypatch):
+    """With FlashAttention or SageAttention installed on the blocks, a call that still carries a mask
+    (no lengths given, e.g. a row with no valid token) runs diffusers' masked path on SDPA."""
+    from hunyuan_video_suite.pipelines.attention import AttentionChoice
+
+    model = _model("t2v")
+    inputs = _inputs(model, [_prefix(6), _prefix(13)])
+    backends = []
+    original = transformer_hunyuan_video.dispatch_attention_fn
+
+    def kernel(query, key, value, attn_mask=None, backend=None, **kwargs):
+        backends.append((backend, attn_mask is not None))
+        if backend is not None and backend.value == "flash" and attn_mask is not None:
+            raise ValueError("`attn_mask` is not supported for flash-attn 2.")
+        return original(query, key, value, attn_mask=attn_mask, **kwargs)  # the CPU has no flash kernel: SDPA
+
+    with torch.no_grad():
+        reference = model(**inputs)[0]
+        monkeypatch.setattr(transformer_hunyuan_video, "dispatch_attention_fn", kernel)
+        attention = MaskFreeAttention.for_model(model).install(AttentionChoice("flash", "flash"))
+        masked = model(**inputs)[0]
+        joint = [b for b in backends if b[1]]
+        with attention.lengths((6, 13)):
+            trimmed = model(**inputs)[0]
+        attention.remove()
+    torch.testing.assert_close(masked, reference, rtol=0, atol=0)
+    torch.testing.assert_close(trimmed, reference, rtol=1e-5, atol=1e-5)
+    assert joint and all(backend is None for backend, _ in joint)  # the masked calls went to SDPA
+    assert any(backend is not None and backend.value == "flash" for backend, mask in backends if not mask)
+
+
 def test_sampler_with_cfg_matches_masked_sampler(encoders, t2v):
     positive = encode_prompt(encoders, "a red fox runs through fresh snow")
     negative = encode_prompt(encoders, "blurry, static, low quality, deformed")
