@@ -89,11 +89,17 @@ class ScaledFp8Linear(nn.Module):
     def _fp8_forward(self, x: torch.Tensor) -> torch.Tensor:
         """x quantized per tensor, then one fp8 x fp8 matmul with both scales applied by the kernel."""
         rows = x.reshape(-1, self.in_features)
-        x_scale = rows.detach().abs().amax().float().clamp(min=1e-12) / FP8_MAX
+        # The scale is rounded to x's dtype once and that same value divides x and goes to the kernel
+        # (dividing by a rounded scale but passing the float32 one biases every output by up to 2^-8).
+        # It is nudged up by one epsilon first, so rounding can never push amax / scale past fp8's 448,
+        # and kept at least the dtype's smallest normal, so all-zero input gives zeros, not 0/0 in fp16.
+        info = torch.finfo(rows.dtype)
+        amax = rows.detach().abs().amax().float()
+        x_scale = (amax / FP8_MAX * (1 + info.eps)).to(rows.dtype).clamp(min=info.tiny)
         # .contiguous(): cuBLASLt on Hopper takes only a row-major first operand
-        x_fp8 = (rows / x_scale.to(rows.dtype)).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE).contiguous()
+        x_fp8 = (rows / x_scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE).contiguous()
         out = torch._scaled_mm(
-            x_fp8, self.weight.t(), scale_a=x_scale, scale_b=self.scale_weight.float(),
+            x_fp8, self.weight.t(), scale_a=x_scale.float(), scale_b=self.scale_weight.float(),
             bias=self.bias.to(x.dtype) if self.bias is not None else None, out_dtype=x.dtype,
         )
         return out.reshape(*x.shape[:-1], self.out_features)

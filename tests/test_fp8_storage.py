@@ -91,6 +91,18 @@ def test_fp8_matmul_is_opt_in_and_agrees_with_bf16_compute():
     assert (fp8_out.float() - bf16_out.float()).abs().max() <= 0.08 * bf16_out.float().abs().max()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fp8_matmul_of_an_all_zero_input_gives_the_bias(dtype):
+    """Its activation scale must not round to zero (0/0) in half precision."""
+    linear = torch.nn.Linear(32, 16).to(dtype)
+    layer = ScaledFp8Linear.like(linear, dtype)
+    layer.weight, layer.scale_weight = quantize_fp8(linear.weight)
+    layer.bias = torch.nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+    set_fp8_compute(layer, True)
+    out = layer(torch.zeros(4, 32, dtype=dtype))
+    torch.testing.assert_close(out, linear.bias.detach().expand(4, 16), rtol=0, atol=0)
+
+
 LOAD_SCRIPT = textwrap.dedent(
     """
     import json, sys
