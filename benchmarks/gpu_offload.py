@@ -72,6 +72,7 @@ def run(transformer, size, setting, steps, device):
     latents = initial_noise((1, 16, (frames - 1) // 4 + 1, height // 8, width // 8), 0).to(device)
     times = []
     if cuda:
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     with transformer_on_device(transformer, device, plan):
         for step in range(steps):
@@ -80,7 +81,11 @@ def run(transformer, size, setting, steps, device):
             denoise(transformer.model, latents, embeds, None, SamplingSettings(steps=1))
             _sync(device)
             times.append(time.perf_counter() - started)
-    peak = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if cuda else "n/a on CPU"
+    if cuda:  # reserved: also what dropped block copies still held while queued work used them
+        peak = (f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB allocated, "
+                f"{torch.cuda.max_memory_reserved(device) / 2**30:.1f} GiB reserved")
+    else:
+        peak = "n/a on CPU"
     per_step = sum(times[1:]) / max(len(times) - 1, 1)
     return per_step, f"{plan.describe()} | measured peak {peak}, estimate {plan.sampling_bytes / 2**30:.1f} GiB"
 

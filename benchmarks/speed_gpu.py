@@ -93,6 +93,11 @@ def _peak_gb(device) -> float:
     return torch.cuda.max_memory_allocated() / 2**30 if torch.device(device).type == "cuda" else float("nan")
 
 
+def _peak_reserved_gb(device) -> float:
+    """What the allocator held at its peak: includes dropped tensors still in use by queued work."""
+    return torch.cuda.max_memory_reserved() / 2**30 if torch.device(device).type == "cuda" else float("nan")
+
+
 def attention_tflops(config: dict, tokens: int, device, dtype, repeats: int = 5) -> list[tuple[str, float]]:
     """Achieved TFLOP/s of the joint attention at the real shape, per usable backend."""
     from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
@@ -149,6 +154,8 @@ def main(argv=None) -> int:
 
     t2v = _import("t2v")
     speed = _import("speed")
+    set_compiled = _import("compile").set_compiled
+    attention = _import("attention")
     LoadedTransformer = _import("transformer_loading").LoadedTransformer
     TextEmbeds = _import("prompt_encoding").TextEmbeds
 
@@ -175,6 +182,7 @@ def main(argv=None) -> int:
               f"FLOP ideal {ideal:.2f} s/step at {args.peak_tflops:g} TFLOP/s")
 
         def diffusers_run(steps):
+            set_compiled(model, False)  # the previous size's last setting left the blocks compiled
             pipe(prompt_embeds=embeds.prompt_embeds, pooled_prompt_embeds=embeds.pooled,
                  prompt_attention_mask=embeds.attention_mask, height=height, width=width, num_frames=frames,
                  num_inference_steps=steps, guidance_scale=6.0, generator=torch.Generator().manual_seed(0),
@@ -187,10 +195,16 @@ def main(argv=None) -> int:
                 t2v.generate_t2v(transformer, embeds, request, device=device)
             return run
 
+        def title_of(title, options):
+            """The setting's title, saying so when its kernel is missing here and SDPA stands in."""
+            requested = options.get("attention", "masked")
+            notice = attention.choose_backend(requested, device, dtype).notice
+            return f"{title} (not installed: sdpa)" if notice else title
+
         runs = [("plain diffusers HunyuanVideoPipeline", diffusers_run)]
-        runs += [(title, ours_run(options)) for title, options in SETTINGS.items()]
+        runs += [(title_of(title, options), ours_run(options)) for title, options in SETTINGS.items()]
         baseline = None
-        print(f"{'setting':44} {'s/step':>8} {'x diffusers':>12} {'x ideal':>8} {'peak GB':>8}")
+        print(f"{'setting':56} {'s/step':>8} {'x diffusers':>12} {'x ideal':>8} {'peak GB':>8} {'reserved':>9}")
         with torch.no_grad():
             for title, run in runs:
                 run(1)  # warm-up: kernels chosen, compile done
@@ -201,8 +215,8 @@ def main(argv=None) -> int:
                 _sync(device)
                 per_step = (time.perf_counter() - started) / args.steps
                 baseline = baseline or per_step
-                print(f"{title:44} {per_step:8.2f} {per_step / baseline:12.3f} {per_step / ideal:8.2f} "
-                      f"{_peak_gb(device):8.1f}")
+                print(f"{title:56} {per_step:8.2f} {per_step / baseline:12.3f} {per_step / ideal:8.2f} "
+                      f"{_peak_gb(device):8.1f} {_peak_reserved_gb(device):9.1f}")
         speed_tokens = video_tokens + PROMPT_TOKENS
         print(f"joint attention, {speed_tokens} tokens, {config['num_attention_heads']} heads x "
               f"{config['attention_head_dim']}: achieved TFLOP/s (useful work)")

@@ -17,6 +17,8 @@ copy), which is how the tests check that offloaded and resident sampling agree.
 
 from __future__ import annotations
 
+import functools
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -24,6 +26,8 @@ import torch
 from torch import nn
 
 from .pinned_memory import copy_into_buffers, packed_bytes
+
+log = logging.getLogger("hunyuan_video_suite")
 
 OFFLOAD_AUTO, OFFLOAD_OFF = "auto", "off"
 # The HunyuanVideo transformer's repeated blocks (diffusers names), in execution order: ~97% of its weights.
@@ -90,6 +94,13 @@ def _set(owner: nn.Module, name: str, is_param: bool, tensor: torch.Tensor) -> N
         owner._parameters[name].data = tensor
     else:
         owner._buffers[name] = tensor
+
+
+@functools.cache
+def side_stream(device: torch.device) -> "torch.cuda.Stream":
+    """One copy stream per device for every run: the CUDA allocator caches memory per stream, so a new
+    stream per run would strand the previous run's cached block copies."""
+    return torch.cuda.Stream(device)
 
 
 def pinning_fits(nbytes: int) -> bool:
@@ -174,10 +185,17 @@ class BlockOffloader:
         for block in self.blocks[: self.resident]:
             block.to(self.device)
         offloaded = [b for b in self.blocks if id(b) in offloaded_ids]
-        place_on_host(offloaded, self.pin)
+        try:
+            place_on_host(offloaded, self.pin)
+        except RuntimeError as e:  # page-locking refused (container limits, WSL): plain memory, slower copies
+            if not self.pin:
+                raise
+            log.warning("block offload: pinning CPU memory failed (%s); using pageable memory", e)
+            self.pin = False
+            place_on_host(offloaded, False)
         self._offloaded = [_OffloadedBlock(b) for b in offloaded]
         if self.use_stream:
-            self._stream = torch.cuda.Stream(self.device)
+            self._stream = side_stream(self.device)
         for index, entry in enumerate(self._offloaded):
             self._handles.append(entry.block.register_forward_pre_hook(self._before(index)))
             self._handles.append(entry.block.register_forward_hook(self._after(index)))

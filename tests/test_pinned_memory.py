@@ -89,3 +89,26 @@ def test_offloaded_sampling_from_packed_copies_is_exact(monkeypatch):
     torch.testing.assert_close(latents, reference, rtol=0, atol=0)
     assert offloader.onload_count == 4 * REQUEST["steps"]
     assert len(storages) <= 3 < len(weights)  # the offloaded weights live in a few packed buffers
+
+
+def test_a_refused_pin_falls_back_to_pageable_memory(monkeypatch, caplog):
+    """Page-locking can be refused (container memlock limits, WSL): offload then runs from plain memory."""
+    calls = []
+
+    def refuse_second(nbytes, pin):
+        calls.append(pin)
+        if len(calls) > 1:
+            raise RuntimeError("CUDA error: out of memory (cudaHostAlloc)")
+        return torch.empty(nbytes, dtype=torch.uint8)
+
+    monkeypatch.setattr(pinned_memory, "_buffer", refuse_second)
+    transformer = _model()
+    reference, _ = _sample(transformer, None)
+    offloader = BlockOffloader(transformer.model, BLOCK_CONTAINERS, "cpu", resident=1, pin=True).attach()
+    try:
+        latents = generate_t2v(transformer, _embeds(), T2VRequest(**REQUEST))
+    finally:
+        offloader.detach()
+    torch.testing.assert_close(latents, reference, rtol=0, atol=0)
+    assert not offloader.pin and len(calls) == 2
+    assert "pinning CPU memory failed" in caplog.text
