@@ -73,6 +73,22 @@ def _usable(name: str) -> str | None:
     return None
 
 
+@functools.cache
+def _test_call(name: str, device: str, dtype: torch.dtype) -> str | None:
+    """None when one tiny attention call through diffusers runs on backend `name`, else why not: an
+    installed kernel can still refuse diffusers' arguments (an older FlashAttention-3 build) or this
+    GPU, and that should fall back here, not fail at the first block."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
+
+    try:
+        q = torch.zeros(1, 16, 1, 128, device=device, dtype=dtype)
+        dispatch_attention_fn(q, q, q, backend=AttentionBackendName(name))
+    except Exception as e:  # any failure of an optional kernel means: do not use it
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        return f"{name} failed a test call ({type(e).__name__}: {first_line})"
+    return None
+
+
 def choose_backend(requested: str, device, dtype: torch.dtype = torch.bfloat16) -> AttentionChoice:
     """Probe `requested` on `device` for a model computing in `dtype`; a kernel that cannot run there
     falls back to SDPA with a one-line notice."""
@@ -91,7 +107,7 @@ def choose_backend(requested: str, device, dtype: torch.dtype = torch.bfloat16) 
         elif dtype not in HALF_DTYPES:
             reason = f"{name} needs bf16 or fp16 weights, this model computes in {str(dtype).replace('torch.', '')}"
         else:
-            reason = _usable(name)
+            reason = _usable(name) or _test_call(name, str(device), dtype)
         if reason is None:
             return AttentionChoice(requested, name)
         reasons.append(reason)

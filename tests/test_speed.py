@@ -111,6 +111,21 @@ def test_trimmed_attention_equals_masked_attention(variant, case, monkeypatch):
     assert {keys for _, keys in calls} == {video + n for n in lengths}
 
 
+def test_an_installed_kernel_that_fails_its_test_call_falls_back_with_a_notice(monkeypatch, caplog):
+    from hunyuan_video_suite.pipelines import attention
+
+    if torch.cuda.is_available():
+        pytest.skip("on a real GPU the test call would reach a real kernel")
+    monkeypatch.setattr(attention, "_usable", lambda name: None)  # as if flash-attn were installed
+    attention._test_call.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="hunyuan_video_suite"):
+        choice = choose_backend("flash", "cuda", torch.bfloat16)
+    attention._test_call.cache_clear()
+    assert choice.dispatcher_name == "native"
+    assert "attention 'flash' is not available (flash failed a test call (" in choice.notice
+    assert caplog.text.count("not available") == 1
+
+
 def test_a_masked_call_never_reaches_a_kernel_that_takes_no_mask(monkeypatch):
     """With FlashAttention or SageAttention installed on the blocks, a call that still carries a mask
     (no lengths given, e.g. a row with no valid token) runs diffusers' masked path on SDPA."""
