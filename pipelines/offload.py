@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .pinned_memory import copy_into_buffers, packed_bytes
+from .pinned_memory import copy_into_buffers, plan_packing
 
 log = logging.getLogger("hunyuan_video_suite")
 
@@ -163,7 +163,7 @@ class BlockOffloader:
         self.containers = tuple(containers)
         self.use_stream = self.device.type == "cuda"
         sizes = [t.numel() * t.element_size() for b in self.blocks[self.resident :] for t in _block_tensors(b)]
-        self.pin = (self.use_stream and pinning_fits(packed_bytes(sizes))) if pin is None else pin
+        self.pin = (self.use_stream and pinning_fits(plan_packing(sizes).total_bytes)) if pin is None else pin
         self._offloaded: list[_OffloadedBlock] = []
         self._handles = []
         self._stream = None

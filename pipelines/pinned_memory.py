@@ -65,11 +65,6 @@ def plan_packing(sizes: Sequence[int], buffer_bytes: int = BUFFER_BYTES) -> Pack
     return Packing(tuple(_power_of_two_at_least(max(n, 1)) for n in used), tuple(places))
 
 
-def packed_bytes(sizes: Sequence[int]) -> int:
-    """Pinned bytes that `copy_into_buffers` will take for tensors of these sizes."""
-    return plan_packing(sizes).total_bytes
-
-
 def _buffer(nbytes: int, pin: bool) -> torch.Tensor:
     return torch.empty(nbytes, dtype=torch.uint8, pin_memory=pin)
 

@@ -67,19 +67,25 @@ def test_negative_prompt_with_cfg_changes_the_latent(loaded):
     assert not torch.allclose(plain, guided)
 
 
-def test_sampler_reports_each_step_and_stops_on_interrupt(loaded, monkeypatch):
-    transformer, _, encoders = loaded
-    positive = _node("HYVS_TextEncode")(encoders, "x")[0]
+def _cancel_at_second_update(monkeypatch, record):
+    """Progress updates as `record(progress, done)` gives them; Cancel is pressed at the second one."""
     seen = []
     original = host.Progress.set
 
     def spy(self, done):
-        seen.append(done)
+        seen.append(record(self, done))
         if done == 2:
             host.request_interrupt()
         original(self, done)
 
     monkeypatch.setattr(host.Progress, "set", spy)
+    return seen
+
+
+def test_sampler_reports_each_step_and_stops_on_interrupt(loaded, monkeypatch):
+    transformer, _, encoders = loaded
+    positive = _node("HYVS_TextEncode")(encoders, "x")[0]
+    seen = _cancel_at_second_update(monkeypatch, lambda progress, done: done)
     try:
         with pytest.raises(host.Interrupted):
             _node("HYVS_T2VSampler")(transformer, positive, 32, 32, 5, 4, 6.0, 1.0, 7.0, 1)
@@ -99,16 +105,7 @@ def test_sampler_names_bad_inputs_before_sampling(loaded):
 def test_decode_reports_each_chunk_and_stops_on_interrupt(loaded, monkeypatch):
     _, vae, _ = loaded
     latent = {"samples": torch.randn(1, vae.config.latent_channels, 9, 4, 4, generator=torch.Generator().manual_seed(0))}
-    seen = []
-    original = host.Progress.set
-
-    def spy(self, done):
-        seen.append((done, self.total))
-        if done == 2:
-            host.request_interrupt()
-        original(self, done)
-
-    monkeypatch.setattr(host.Progress, "set", spy)
+    seen = _cancel_at_second_update(monkeypatch, lambda progress, done: (done, progress.total))
     try:
         with pytest.raises(host.Interrupted):
             _node("HYVS_Decode")(vae, latent, 24.0, False, 256, 64, True, 8, 4)

@@ -13,7 +13,7 @@ import torch
 from conftest import SHARED
 from hunyuan_video_suite.pipelines import pinned_memory
 from hunyuan_video_suite.pipelines.offload import BlockOffloader
-from hunyuan_video_suite.pipelines.pinned_memory import ALIGN_BYTES, copy_into_buffers, packed_bytes, plan_packing
+from hunyuan_video_suite.pipelines.pinned_memory import ALIGN_BYTES, copy_into_buffers, plan_packing
 from hunyuan_video_suite.pipelines.t2v import T2VRequest, generate_t2v
 from hunyuan_video_suite.pipelines.transformer_loading import BLOCK_CONTAINERS
 from test_offload import REQUEST, _embeds, _model, _sample
@@ -37,7 +37,7 @@ def test_the_13b_blocks_pin_at_about_their_own_size(bytes_per_element):
     assert raw > 12e9 * bytes_per_element  # the 13B model's 60 blocks: 12.5 billion weights
     per_tensor = sum(_power_of_two_at_least(n) for n in sizes)
     assert per_tensor > 1.3 * raw  # what tensor.pin_memory() would take
-    assert raw <= packed_bytes(sizes) <= 1.02 * raw
+    assert raw <= plan_packing(sizes).total_bytes <= 1.02 * raw
 
 
 def test_places_are_aligned_inside_their_buffer_and_never_overlap():
