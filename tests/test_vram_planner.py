@@ -133,3 +133,30 @@ def test_vae_constant_matches_the_real_vae_on_meta():
         frames = vae.decoder(vae.post_quant_conv(latent))
     voxels = frames.shape[2] * frames.shape[3] * frames.shape[4]
     assert 0.95 * VAE_BYTES_PER_OUTPUT_VOXEL * voxels <= counter.peak <= VAE_BYTES_PER_OUTPUT_VOXEL * voxels
+
+
+def test_decode_tiles_shrink_to_the_free_memory_and_never_grow():
+    """At decode time the spatial tile is lowered to the largest that fits the free memory; a tiling
+    that already fits, or a card with room, keeps the user's choice."""
+    from hunyuan_video_suite.pipelines.decoding import TilingOptions
+    from hunyuan_video_suite.pipelines.sampling_memory import fit_decode_tiling
+    from hunyuan_video_suite.pipelines.vram_planner import decode_bytes
+
+    vae = torch.nn.Linear(1000, 1000)  # only its weight bytes matter here
+    vae_bytes = sum(p.numel() * p.element_size() for p in vae.parameters())
+    shape = (1, 16, 33, 90, 160)  # 1280x720x129 latents
+    request = Request(1280, 720, 129)
+    asked = TilingOptions(tile_size=512, tile_overlap=128)
+    assert fit_decode_tiling(asked, shape, vae, "cuda", free=100 * GiB) == (asked, None)
+    sizes = []
+    for free_gb in (3, 4, 6):
+        tiling, note = fit_decode_tiling(asked, shape, vae, "cuda", free=free_gb * GiB)
+        sizes.append(tiling.tile_size)
+        assert tiling.tile_size <= 512 and tiling.spatial and tiling.temporal
+        assert decode_bytes(request, tiling.tile_size, vae_bytes, tiling.tile_frames) <= free_gb * GiB
+        assert tiling.tile_overlap < tiling.tile_size and tiling.tile_overlap % 8 == 0
+        assert (note is None) == (tiling.tile_size == 512)
+    assert sizes == sorted(sizes) and sizes[0] < 512  # less memory, smaller tiles
+    small = TilingOptions(tile_size=128, tile_overlap=32)
+    assert fit_decode_tiling(small, shape, vae, "cuda", free=100 * GiB)[0].tile_size == 128
+    assert fit_decode_tiling(asked, shape, vae, "cpu") == (asked, None)  # no plan on a CPU
