@@ -31,7 +31,7 @@ def working_bytes(decode, latents) -> tuple[int, int]:
 def main() -> None:
     vae = tiny.tiny_vae(seed=0).float().eval()
     configure_tiling(vae, TILING)
-    ours = lambda z: _decode_in_chunks(vae, z, "cpu")  # noqa: E731
+    ours = lambda z: _decode_in_chunks(vae, z, "cpu", None)  # noqa: E731
     diffusers = lambda z: vae.decode(z, return_dict=False)[0]  # noqa: E731
     print("device: CPU (tensor-byte count, exact); tiny VAE, 128x128 px, tiles 64 px x 16 frames")
     print(f"{'decode':<22} {'frames':>6} {'output MB':>10} {'working MB':>11}")
