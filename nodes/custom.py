@@ -16,6 +16,7 @@ from ..pipelines.custom_prompt import DEFAULT_SUBJECT, check_subject
 from ..pipelines.image_prompt import require_vision
 from ..pipelines.t2v import MAX_SEED, VAE_TEMPORAL
 from . import host
+from .inputs import riflex_input
 from .types import CUSTOM_CONDITIONING, TEXT_ENCODERS, TRANSFORMER, VAE
 from .validation import validate
 
@@ -44,7 +45,7 @@ class HYVSCustomConditioning:
                 "image": ("IMAGE", {"tooltip": "The reference: one picture of the subject, best on a plain white background. Only the first image of a batch is used."}),
                 "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What the subject does in the video."}),
                 "negative_prompt": ("STRING", {"multiline": True, "default": CUSTOM_NEGATIVE_PROMPT, "tooltip": "The authors' negative prompt by default; read with an all-white image."}),
-                "subject": ("STRING", {"default": DEFAULT_SUBJECT, "tooltip": "One word for what the reference shows (person, man, woman, dog, object...): the prompt gets 'The <subject> looks like <image>'."}),
+                "subject": ("STRING", {"default": DEFAULT_SUBJECT, "tooltip": "One word for what the reference shows (person, man, woman, dog, object...): the prompt gets 'The <subject> looks like <image>'. The authors' default is object."}),
                 "width": ("INT", {"default": 1280, "min": 16, "max": 2048, "step": 16, "tooltip": "Video width, a multiple of 16. " + SIZES_TOOLTIP}),
                 "height": ("INT", {"default": 720, "min": 16, "max": 2048, "step": 16, "tooltip": "Video height, a multiple of 16. " + SIZES_TOOLTIP}),
             }
@@ -95,6 +96,7 @@ class HYVSCustomSampler:
                 "cfg_batching": (list(CFG_BATCHING), {"default": "auto", "tooltip": "Run the guidance passes as one batch: faster, more memory. auto: batched when the GPU has room."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip": "Seed of the noise and of the reference's VAE sample."}),
             },
+            "optional": {"riflex": riflex_input()},
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
@@ -104,9 +106,9 @@ class HYVSCustomSampler:
         return validate(cls, values, lambda: CustomRequest(num_frames=num_frames, ip_cfg_scale=ip_cfg_scale, cfg=cfg).validate())
 
     def sample(self, transformer, conditioning, num_frames, steps, cfg, flow_shift, ip_cfg_scale, step_cache, cfg_batching,
-               seed, unique_id=None):
+               seed, riflex="auto", unique_id=None):
         request = CustomRequest(num_frames=num_frames, steps=steps, cfg=cfg, flow_shift=flow_shift, ip_cfg_scale=ip_cfg_scale,
-                                step_cache=step_cache, cfg_batching=cfg_batching, seed=seed)
+                                step_cache=step_cache, cfg_batching=cfg_batching, seed=seed, riflex=riflex)
         request.validate()
         require_custom(transformer)
         progress = host.Progress(steps, node_id=unique_id)

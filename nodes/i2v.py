@@ -7,7 +7,6 @@ from ..pipelines.i2v import (
     MODE_SHIFT,
     MODES,
     RESOLUTION_BASES,
-    V1_DROPPED_FRAMES,
     I2VRequest,
     check_pairing,
     check_single_image,
@@ -19,6 +18,7 @@ from ..pipelines.image_prompt import I2V_NEGATIVE_PROMPT
 from ..pipelines.t2v import MAX_SEED
 from ..pipelines.vision_loading import load_vision
 from . import host
+from .inputs import riflex_input
 from .loaders import resolve_choice
 from .types import I2V_CONDITIONING, TEXT_ENCODERS, TRANSFORMER, VAE
 from .validation import validate
@@ -125,7 +125,8 @@ class HYVSI2VSampler:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("The video latent; the HunyuanVideo Suite decoder gives exactly num_frames frames.",)
+    OUTPUT_TOOLTIPS = ("The video latent; the HunyuanVideo Suite decoder gives num_frames frames for v2 and num_frames - 4 "
+                       "for v1 (the authors drop v1's first 4).",)
     FUNCTION = "sample"
 
     @classmethod
@@ -134,7 +135,7 @@ class HYVSI2VSampler:
             "required": {
                 "transformer": (TRANSFORMER, {"tooltip": "An I2V v1 or v2 transformer; it must match the conditioning's variant."}),
                 "conditioning": (I2V_CONDITIONING, {"tooltip": "From the I2V conditioning node."}),
-                "num_frames": ("INT", {"default": 129, "min": 1, "max": 257, "step": 4, "tooltip": "Frames, 4k+1 (129 = about 5 s at 24 fps)."}),
+                "num_frames": ("INT", {"default": 129, "min": 1, "max": 257, "step": 4, "tooltip": "Frames sampled, 4k+1 (129 = about 5 s at 24 fps). v2 gives this many; v1 gives 4 fewer (129 -> 125), as the authors' v1 drops its first 4 decoded frames."}),
                 "steps": ("INT", {"default": 50, "min": 1, "max": 200, "tooltip": "Denoising steps; the authors use 50."}),
                 "mode": (list(MODES), {"default": "stability", "tooltip": "stability: closer to the image, less motion; dynamic: more motion, starts from pure noise."}),
                 "flow_shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": f"Shift of the schedule; 0: the mode's ({MODE_SHIFT['stability']:g} stability, {MODE_SHIFT['dynamic']:g} dynamic)."}),
@@ -142,6 +143,7 @@ class HYVSI2VSampler:
                 "cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 30.0, "step": 0.1, "tooltip": "True classifier-free guidance with the negative prompt; 1.0 is off, above 1 doubles the time."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip": "Noise seed; the same seed gives the same video on the same device."}),
             },
+            "optional": {"riflex": riflex_input()},
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
@@ -151,14 +153,13 @@ class HYVSI2VSampler:
         return validate(cls, values, lambda: I2VRequest(num_frames=num_frames, steps=steps).validate())
 
     def sample(self, transformer, conditioning, num_frames, steps, mode, flow_shift, embedded_guidance, cfg, seed,
-               unique_id=None):
+               riflex="auto", unique_id=None):
         request = I2VRequest(num_frames=num_frames, steps=steps, mode=mode, flow_shift=flow_shift or None,
-                             embedded_guidance=embedded_guidance, true_cfg=cfg, seed=seed)
+                             embedded_guidance=embedded_guidance, true_cfg=cfg, seed=seed, riflex=riflex)
         request.validate()
         check_pairing(transformer.variant, conditioning)
         progress = host.Progress(steps, node_id=unique_id)
-        frames = num_frames + (V1_DROPPED_FRAMES if transformer.variant == "i2v_v1" else 0)
-        with host.transformer_on_compute_device(transformer, conditioning.width, conditioning.height, frames,
+        with host.transformer_on_compute_device(transformer, conditioning.width, conditioning.height, num_frames,
                                                 node_id=unique_id) as device:
             latent = generate_i2v(transformer, conditioning, request, device=device,
                                   on_step=lambda done, total: progress.set(done),

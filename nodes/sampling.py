@@ -6,6 +6,7 @@ from ..pipelines.prompt_cache import PROMPTS
 from ..pipelines.prompt_encoding import T2V_TEMPLATE, encode_prompt
 from ..pipelines.t2v import MAX_SEED, T2VRequest, generate_t2v
 from . import host
+from .inputs import riflex_input
 from .validation import validate
 from .types import TEXT_EMBEDS, TEXT_ENCODERS, TRANSFORMER
 
@@ -65,6 +66,7 @@ class HYVST2VSampler:
             },
             "optional": {
                 "negative": (TEXT_EMBEDS, {"tooltip": "Encoded negative prompt, used only when cfg is above 1."}),
+                "riflex": riflex_input(),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -75,10 +77,10 @@ class HYVST2VSampler:
         return validate(cls, values, lambda: T2VRequest(width=width, height=height, num_frames=num_frames).validate())
 
     def sample(self, transformer, positive, width, height, num_frames, steps, embedded_guidance, cfg, flow_shift, seed,
-               negative=None, unique_id=None):
+               negative=None, riflex="auto", unique_id=None):
         request = T2VRequest(
             width=width, height=height, num_frames=num_frames, steps=steps, embedded_guidance=embedded_guidance,
-            true_cfg=cfg, flow_shift=flow_shift, seed=seed,
+            true_cfg=cfg, flow_shift=flow_shift, seed=seed, riflex=riflex,
         )
         request.validate()
         progress = host.Progress(steps, node_id=unique_id)

@@ -26,6 +26,7 @@ from .custom_prompt import CUSTOM_NEGATIVE_PROMPT, DEFAULT_SUBJECT, encode_custo
 from .custom_transformer import CustomTransformer, LastBlockCache
 from .image_prompt import require_vision
 from .prompt_encoding import TextEmbeds
+from .rope import check_riflex, riflex_rope
 from .sampling import LatentConditioning, SamplingSettings, StepCallback, denoise, initial_noise
 from .speed import open_speed
 from .t2v import SIZE_MULTIPLE, VAE_SPATIAL, VAE_TEMPORAL, check_sampling
@@ -173,6 +174,7 @@ class CustomRequest:
     step_cache: bool = True
     cfg_batching: str = "auto"
     seed: int = 0
+    riflex: str = "auto"  # see rope.RIFLEX_CHOICES
 
     def validate(self) -> None:
         check_sampling(self.num_frames, self.steps, self.cfg, self.seed)
@@ -184,6 +186,7 @@ class CustomRequest:
             raise ValueError("ip_cfg_scale needs cfg above 1.0 (it adds a third branch to classifier-free guidance)")
         if self.cfg_batching not in CFG_BATCHING:
             raise ValueError(f"cfg_batching must be one of {', '.join(CFG_BATCHING)}; got {self.cfg_batching!r}")
+        check_riflex(self.riflex)
 
 
 def require_custom(transformer) -> None:
@@ -241,7 +244,7 @@ def generate_custom(transformer, conditioning: CustomConditioning, request: Cust
                                 true_cfg=request.cfg, image_cfg=request.ip_cfg_scale, batch_branches=batched)
     refs = ReferenceTokens(reference.to(model.dtype), white.to(model.dtype), request.ip_cfg_scale > 0, request.step_cache)
     noise = initial_noise(shape, request.seed).to(device)
-    with open_speed(transformer, request.steps, device) as speed:
+    with riflex_rope(model, request.num_frames, request.riflex), open_speed(transformer, request.steps, device) as speed:
         latents = denoise(CustomTransformer(model), noise, conditioning.positive,
                           conditioning.negative if use_cfg else None, settings, on_step, refs, speed)
     if on_info is not None:

@@ -10,9 +10,12 @@ As the authors' code does it (hymm_sp/text_encoder and the Custom pipeline's enc
   appended at the *end* rather than where those tokens sit. The joint attention only counts the
   ones, but the token refiner reads the mask position by position, so this quirk is kept: the model
   was trained with it;
+- the pad tokens' input embeddings are zeros (the legacy LLaVA merge of their transformers 4.41.2);
+  through the mask quirk the refiner reads those positions when the prompt is short;
+- the subject defaults to "object", as their dataset loader and demo;
 - the negative branch reads an all-white image, and its mask is shortened by N - 1 tokens;
-  its sentence names the authors' default subject, "person", whatever the positive one says (their
-  negative call does not pass the subject on).
+  its sentence names the text encoder's own default subject, "person", whatever the positive one
+  says (their negative call does not pass the subject on).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from .image_prompt import IMAGE_TOKEN, image_tokens, llm_states_with_image, requ
 from .prompt_encoding import MAX_PROMPT_TOKENS, T2V_TEMPLATE, TextEmbeds, encode_clip, template_crop_start
 
 SUBJECT_SENTENCE = "\nThe {} looks like" + IMAGE_TOKEN
-DEFAULT_SUBJECT = "person"
-NEGATIVE_SUBJECT = "person"
+DEFAULT_SUBJECT = "object"  # the authors' positive default (data_kits/video_dataset.py, the gradio demo)
+NEGATIVE_SUBJECT = "person"  # their negative call never passes the subject on
 CUSTOM_NEGATIVE_PROMPT = (
     "Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, bad teeth, "
     "bad eyes, bad limbs, distortion, blurring, text, subtitles, static, picture, black border."
@@ -63,7 +66,7 @@ def encode_custom_text(encoders, prompt: str, subject: str, square_image: torch.
             f"at most {MAX_PROMPT_TOKENS} fit (the authors' limit); shorten it"
         )
     tokens = image_tokens(encoders, square_image, device)
-    states = llm_states_with_image(encoders, text, tokens, device, MAX_PROMPT_TOKENS + crop)
+    states = llm_states_with_image(encoders, text, tokens, device, MAX_PROMPT_TOKENS + crop, zero_padding=True)
     count = states.num_image_tokens
     start = states.image_start
     tokenizer_mask = torch.cat([states.mask[:, : start + 1], states.mask[:, start + count:]], dim=1)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .rope import frequencies
+
 REFERENCE_FRAME = -1  # RoPE time of the reference tokens
 
 
@@ -44,15 +46,6 @@ def token_positions(frames: int, height: int, width: int, reference: bool) -> to
     rh, rw = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
     ref = torch.stack([torch.full_like(rh, REFERENCE_FRAME), rh, rw + width]).reshape(3, -1)
     return torch.cat([ref, video], dim=1)
-
-
-def rotary_embedding(model, positions: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin `[N, head_dim]` for `positions`, computed per axis as diffusers' HunyuanVideo RoPE does."""
-    from diffusers.models.embeddings import get_1d_rotary_pos_embed
-
-    rope = model.rope
-    axes = [get_1d_rotary_pos_embed(rope.rope_dim[i], positions[i].to(device), rope.theta, use_real=True) for i in range(3)]
-    return torch.cat([a[0] for a in axes], dim=1), torch.cat([a[1] for a in axes], dim=1)
 
 
 def _joint_attention_mask(batch: int, latent_tokens: int, text_mask: torch.Tensor, text_tokens: int, device):
@@ -108,7 +101,7 @@ class CustomTransformer:
             raise ValueError("reuse_cache needs a cache filled by an earlier full step")
         device = hidden_states.device
         ref_tokens = grid[1] * grid[2]
-        freqs = rotary_embedding(m, token_positions(*grid, reference=True), device)
+        freqs = frequencies(m.rope, token_positions(*grid, reference=True), grid[0], device)
         temb, _ = m.time_text_embed(timestep, pooled_projections, guidance)
         text_tokens = encoder_hidden_states.shape[1]
         mask = _joint_attention_mask(batch, ref_tokens + grid[0] * ref_tokens, encoder_attention_mask, text_tokens, device)

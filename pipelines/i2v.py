@@ -2,23 +2,24 @@
 
 Two released variants (SPEC §2). v1 `latent_concat` sees, at every step, the noisy latent with the
 image latent (first frame, zeros after) and a first-frame mask stacked on as channels (33 in all);
-its first 4 decoded frames are dropped, so one extra latent frame is sampled. v2 `token_replace`
-keeps the first latent frame equal to the image latent at every step, and the transformer gives
-those tokens the timestep of a clean frame. Both start in one of two modes: "stability"
-(0.999 noise + 0.001 image latent, shift 7) or "dynamic" (pure noise, shift 17).
+as the authors, it samples the latent frames of `num_frames` and its first 4 decoded frames are
+dropped (129 asked, 125 out). v2 `token_replace` keeps the first latent frame equal to the image
+latent at every step, and the transformer gives those tokens the timestep of a clean frame. Both
+start in one of two modes: "stability" (0.999 noise + 0.001 image latent, shift 7) or "dynamic"
+(pure noise, shift 17). Above 192 frames the temporal RoPE gets the authors' RIFLEx fix (`rope`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .image_prompt import I2V_NEGATIVE_PROMPT, encode_i2v_prompt, require_vision
+from .image_prompt import I2V_NEGATIVE_PROMPT, encode_i2v_prompt, require_vision, to_uint8_images
 from .prompt_encoding import TextEmbeds
+from .rope import check_riflex, riflex_rope
 from .sampling import LatentConditioning, SamplingSettings, StepCallback, denoise, initial_noise
 from .speed import open_speed
 from .t2v import SIZE_MULTIPLE, VAE_SPATIAL, VAE_TEMPORAL, check_sampling
@@ -57,25 +58,35 @@ def bucket_sizes(resolution: str) -> list[tuple[int, int]]:
 
 
 def nearest_bucket(height: int, width: int, resolution: str) -> tuple[int, int]:
-    """(height, width) of the bucket whose aspect ratio is closest to the image's (first one on ties)."""
+    """(height, width) of the authors' bucket for an image (HunyuanVideo-I2V `get_closest_ratio`).
+
+    One-sided, as theirs: a portrait or square image takes the closest of the buckets whose height/width
+    is at most its own, a landscape image the closest of those whose ratio is above its own; ratios
+    rounded to 5 decimals, the first bucket on ties.
+    """
     buckets = bucket_sizes(resolution)
     aspect = height / width
-    return min(buckets, key=lambda hw: abs(round(hw[0] / hw[1], 5) - aspect))
+    ratios = [round(h / w, 5) for h, w in buckets]
+    allowed = [i for i, ratio in enumerate(ratios) if (ratio <= aspect if aspect >= 1 else ratio > aspect)]
+    return buckets[min(allowed, key=lambda i: abs(ratios[i] - aspect))]
 
 
 def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """IMAGE `[1, H, W, 3]` scaled to cover `width` x `height` (aspect kept, bilinear with antialiasing) and
-    centre-cropped to it, as the authors' Resize + CenterCrop do (without their black border when the
-    aspect ratios differ a lot)."""
+    """IMAGE `[1, H, W, 3]` scaled to cover `width` x `height` and centre-cropped to it, as the authors'
+    torchvision transform does for their buckets: 8-bit pixels, PIL bilinear, the limiting side scaled to
+    its target and the other truncated to whole pixels (their Resize of the shorter side to the bucket's
+    shorter side is exactly this, as every bucket they choose lies on the image's side of square), the
+    crop offset rounded as their CenterCrop. A "custom" size is covered the same way, never padded."""
+    from PIL import Image
+
     _, h, w, _ = image.shape
     if (h, w) == (height, width):
         return image
-    scale = max(height / h, width / w)
-    new_h, new_w = max(height, math.ceil(h * scale - 1e-6)), max(width, math.ceil(w * scale - 1e-6))
-    resized = F.interpolate(image.permute(0, 3, 1, 2), size=(new_h, new_w), mode="bilinear", antialias=True,
-                            align_corners=False)
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    return resized[:, :, top: top + height, left: left + width].permute(0, 2, 3, 1).clamp(0, 1)
+    new_w, new_h = (int(height * w / h), height) if height / h >= width / w else (width, int(width * h / w))
+    resized = Image.fromarray(to_uint8_images(image)[0]).resize((new_w, new_h), Image.BILINEAR)
+    pixels = torch.tensor(np.asarray(resized), dtype=torch.float32) / 255
+    top, left = int(round((new_h - height) / 2.0)), int(round((new_w - width) / 2.0))
+    return pixels[top: top + height, left: left + width].unsqueeze(0)
 
 
 def choose_size(image: torch.Tensor, resolution: str, width: int = 0, height: int = 0) -> tuple[int, int]:
@@ -185,10 +196,12 @@ class I2VRequest:
     embedded_guidance: float = 6.0
     true_cfg: float = 1.0
     seed: int = 0
+    riflex: str = "auto"  # see rope.RIFLEX_CHOICES
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad input and what is allowed."""
         check_sampling(self.num_frames, self.steps, self.true_cfg, self.seed)
+        check_riflex(self.riflex)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.flow_shift is not None and self.flow_shift <= 0:
@@ -218,7 +231,8 @@ def check_pairing(transformer_variant: str, conditioning: I2VConditioning) -> No
 
 def generate_i2v(transformer, conditioning: I2VConditioning, request: I2VRequest, device="cpu",
                  on_step: StepCallback | None = None, on_info: Callable[[str], None] | None = None) -> dict:
-    """Sample an I2V video latent; returns a LATENT dict (VAE space; v1 marks its 4 frames to drop).
+    """Sample an I2V video latent; returns a LATENT dict (VAE space; v1 marks its 4 frames to drop, so
+    v1 gives `num_frames - 4` frames and v2 `num_frames`).
 
     `on_info` receives one line on the speed options in force (skipped calls included) after sampling."""
     request.validate()
@@ -226,8 +240,13 @@ def generate_i2v(transformer, conditioning: I2VConditioning, request: I2VRequest
     check_pairing(variant, conditioning)
     if request.true_cfg > 1.0 and conditioning.negative is None:
         raise ValueError("cfg above 1.0 needs the negative branch: give the I2V conditioning a negative prompt")
+    if variant == "i2v_v1" and request.num_frames <= V1_DROPPED_FRAMES:
+        raise ValueError(
+            f"num_frames must be 5 or more for I2V v1: it drops its first {V1_DROPPED_FRAMES} decoded frames "
+            f"({request.num_frames} asked would leave none)"
+        )
     model = transformer.model if hasattr(transformer, "model") else transformer
-    latent_frames = (request.num_frames - 1) // VAE_TEMPORAL + 1 + (1 if variant == "i2v_v1" else 0)
+    latent_frames = (request.num_frames - 1) // VAE_TEMPORAL + 1
     image_latent = conditioning.image_latent.to(device)
     channels, height, width = image_latent.shape[1], image_latent.shape[3], image_latent.shape[4]
     if (height * VAE_SPATIAL, width * VAE_SPATIAL) != (conditioning.height, conditioning.width):
@@ -242,7 +261,7 @@ def generate_i2v(transformer, conditioning: I2VConditioning, request: I2VRequest
         embedded_guidance=request.embedded_guidance if model.config.guidance_embeds else None,
         true_cfg=request.true_cfg,
     )
-    with open_speed(transformer, request.steps, device) as speed:
+    with riflex_rope(model, request.num_frames, request.riflex), open_speed(transformer, request.steps, device) as speed:
         latents = denoise(model, latents, conditioning.positive, conditioning.negative, settings, on_step, hook, speed)
     if on_info is not None:
         on_info(speed.summary())

@@ -115,8 +115,13 @@ def image_tokens(encoders, images: torch.Tensor, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def llm_states_with_image(encoders, text: str, tokens: torch.Tensor, device, max_length: int) -> ImagePromptStates:
-    """Run the Llama over `text` (one `<image>`, padded to `max_length` tokens) with `tokens` in its place."""
+def llm_states_with_image(encoders, text: str, tokens: torch.Tensor, device, max_length: int,
+                          zero_padding: bool = False) -> ImagePromptStates:
+    """Run the Llama over `text` (one `<image>`, padded to `max_length` tokens) with `tokens` in its place.
+
+    `zero_padding`: the pad tokens' input embeddings are zeros, as the legacy LLaVA merge of the
+    transformers HunyuanCustom pins (4.41.2, `_merge_input_ids_with_image_features`) leaves them. Only
+    HunyuanCustom reads the states at those positions (its mask quirk, `custom_prompt`); I2V masks them."""
     tokenizer = encoders.llm_tokenizer
     ensure_pad_token(tokenizer)
     encoded = tokenizer(text, max_length=max_length, padding="max_length", truncation=True, return_tensors="pt")
@@ -128,6 +133,8 @@ def llm_states_with_image(encoders, text: str, tokens: torch.Tensor, device, max
     start, count = where[0], tokens.shape[1]
     llm = encoders.llm
     embeds = llm.get_input_embeddings()(ids.to(device)).unsqueeze(0)
+    if zero_padding:
+        embeds = embeds.masked_fill((ids == tokenizer.pad_token_id).to(device)[None, :, None], 0.0)
     embeds = torch.cat([embeds[:, :start], tokens.to(device=device, dtype=embeds.dtype), embeds[:, start + 1:]], dim=1)
     full_mask = torch.cat([mask[:start], mask.new_ones(count), mask[start + 1:]]).unsqueeze(0).to(device)
     # Positions as LLaVA's HunyuanVideo pipelines pass them: counted over real tokens, padding at 1.
@@ -148,11 +155,13 @@ def encode_i2v_prompt(encoders, prompt: str, image: torch.Tensor, interleave: in
                       template: str = I2V_TEMPLATE) -> TextEmbeds:
     """The authors' I2V text embedding: image tokens (every `interleave`-th) before the cropped prompt tokens.
 
-    The template up to the prompt is cropped as for T2V, and so is the assistant header after it;
-    the attention mask follows (ones for the image tokens).
+    The prompt is stripped of surrounding whitespace first (the authors' `hyvideo/inference.py`); the
+    template up to the prompt is cropped as for T2V, and so is the assistant header after it; the
+    attention mask follows (ones for the image tokens).
     """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be text, got {type(prompt).__name__}")
+    prompt = prompt.strip()
     if interleave < 1:
         raise ValueError(f"image_interleave must be 1 or more, got {interleave}")
     tokenizer = encoders.llm_tokenizer

@@ -79,9 +79,11 @@ def encode_clip(encoders, prompt: str, device) -> torch.Tensor:
 
 
 def encode_prompt(encoders, prompt: str, device="cpu", template: str = T2V_TEMPLATE) -> TextEmbeds:
-    """Encode one prompt the way the authors' T2V pipeline does."""
+    """Encode one prompt the way the authors' T2V pipeline does, surrounding whitespace stripped first as
+    their `hyvideo/inference.py` does (a ComfyUI text box often ends in a newline)."""
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be text, got {type(prompt).__name__}")
+    prompt = prompt.strip()
     embeds, mask = encode_llm(encoders, prompt, device, template)
     pooled = encode_clip(encoders, prompt, device)
     return TextEmbeds(embeds, mask, pooled)

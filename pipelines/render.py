@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     size = {name: defaults[name] if getattr(args, name) is None else getattr(args, name) for name in defaults}
     request = T2VRequest(
         width=size["width"], height=size["height"], num_frames=size["frames"], steps=size["steps"],
-        embedded_guidance=args.guidance, true_cfg=args.cfg, flow_shift=args.shift, seed=args.seed,
+        embedded_guidance=args.guidance, true_cfg=args.cfg, flow_shift=args.shift, seed=args.seed, riflex=args.riflex,
     )
     request.validate()
     started = time.perf_counter()

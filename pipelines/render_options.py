@@ -17,6 +17,7 @@ VARIANT_CHOICES = ("auto", "t2v")  # what renders from text alone (Custom needs 
 WEIGHT_DTYPE_CHOICES = ("auto", *DTYPE_CHOICES, "fp8_e4m3fn")  # = transformer_loading.WEIGHT_DTYPES
 ATTENTION_CHOICES = ("masked", "auto", "sdpa", "sage", "flash")  # = attention.BACKENDS (a test keeps them equal)
 CACHE_CHOICES = ("off", "first_block", "teacache", "teacache_fast")  # = step_cache.CACHE_PRESETS
+RIFLEX_CHOICES = ("auto", "off")  # = rope.RIFLEX_CHOICES (a test keeps them equal)
 MAX_SEED = 2**64 - 1  # = t2v.MAX_SEED
 DEFAULT_OUTPUT = "outputs/hunyuan_video.mp4"
 DEMO_DEFAULTS = {"width": 128, "height": 128, "frames": 9, "steps": 4}
@@ -94,6 +95,9 @@ def build_parser(prog: str, description: str) -> OptionParser:
                        help="true CFG scale, 1 (off) to 30; above 1 doubles the time (default: 1)")
     video.add_argument("--shift", type=_number(float, 0.1, 100, "from 0.1 to 100"), default=7.0,
                        help="flow shift, 0.1-100 (default: 7)")
+    video.add_argument("--riflex", choices=RIFLEX_CHOICES, default="auto",
+                       help="auto: above 192 frames the temporal RoPE fix of HunyuanVideo-I2V's authors (RIFLEx), so "
+                       "long videos do not loop; off: plain RoPE (default: auto)")
     video.add_argument("--seed", type=_number(int, 0, MAX_SEED, f"from 0 to {MAX_SEED}"), default=0,
                        help="noise seed (default: 0)")
 
@@ -109,8 +113,9 @@ def build_parser(prog: str, description: str) -> OptionParser:
                         "(default: off)")
 
     speed = p.add_argument_group("speed")
-    speed.add_argument("--attention", choices=ATTENTION_CHOICES, default="masked",
-                       help="attention kernel; all but 'masked' trim the prompt padding (default: masked, as diffusers)")
+    speed.add_argument("--attention", choices=ATTENTION_CHOICES, default="auto",
+                       help="attention kernel; all but 'masked' trim the prompt padding, same result (default: auto, "
+                       "the fastest exact kernel installed)")
     speed.add_argument("--cache", choices=CACHE_CHOICES, default="off", help="step cache preset (default: off)")
     speed.add_argument("--cache-threshold", type=_number(float, 0, 1e9, "0 or more"), default=None,
                        help="the cache preset's threshold (default: its published value)")

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from .prompt_encoding import TextEmbeds
+from .rope import check_riflex, riflex_rope
 from .sampling import SamplingSettings, StepCallback, denoise, initial_noise
 from .speed import open_speed
 from .vae_loading import vae_constants
@@ -45,6 +46,7 @@ class T2VRequest:
     flow_shift: float = 7.0
     seed: int = 0
     batch_size: int = 1
+    riflex: str = "auto"  # see rope.RIFLEX_CHOICES
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad input and what is allowed."""
@@ -59,6 +61,7 @@ class T2VRequest:
             raise ValueError(f"embedded_guidance must be 0 or more, got {self.embedded_guidance}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        check_riflex(self.riflex)
 
     def latent_shape(self, channels: int) -> tuple[int, ...]:
         return (
@@ -104,7 +107,7 @@ def generate_t2v(
     positive = _repeat(positive, request.batch_size)
     negative = _repeat(negative, request.batch_size) if negative is not None else None
     noise = initial_noise(request.latent_shape(model.config.in_channels), request.seed).to(device)
-    with open_speed(transformer, request.steps, device) as speed:
+    with riflex_rope(model, request.num_frames, request.riflex), open_speed(transformer, request.steps, device) as speed:
         latents = denoise(model, noise, positive, negative, settings, on_step, speed=speed)
     if on_info is not None:
         on_info(speed.summary())

@@ -69,7 +69,7 @@ def test_sampler_defaults_are_the_authors():
     assert {name: required[name][1]["default"] for name in SAMPLER_DEFAULTS} == SAMPLER_DEFAULTS
     conditioning = NODE_CLASS_MAPPINGS["HYVS_CustomConditioning"].INPUT_TYPES()["required"]
     assert conditioning["negative_prompt"][1]["default"] == CUSTOM_NEGATIVE_PROMPT
-    assert conditioning["subject"][1]["default"] == "person"
+    assert conditioning["subject"][1]["default"] == "object"  # the authors' positive default (their negative keeps "person")
     assert (conditioning["width"][1]["default"], conditioning["height"][1]["default"]) == (1280, 720)
 
 

@@ -130,6 +130,58 @@ def test_prompt_states_and_masks_follow_the_authors(parts):
     assert negative.attention_mask[0].tolist() == [1] * kept + [0] * (MAX_PROMPT_TOKENS + n - 1 - kept)
 
 
+def _legacy_llava_states(encoders, text, square):
+    """The skip-2 hidden states of HunyuanCustom's pinned LLaVA (transformers 4.41.2), written from its
+    legacy `_merge_input_ids_with_image_features`: text embeddings placed around the image features
+    (right padding), position ids counted over the merged mask, and the embeddings of pad tokens
+    zeroed; then the language model. Image features from transformers' own LLaVA."""
+    tokenizer, llava = encoders.llm_tokenizer, encoders.llava
+    crop = template_crop_start(tokenizer, T2V_TEMPLATE)
+    encoded = tokenizer(text, max_length=crop + MAX_PROMPT_TOKENS, padding="max_length", truncation=True, return_tensors="pt")
+    ids, mask = encoded["input_ids"][0], encoded["attention_mask"][0]
+    c = vision_constants()
+    pixels = ((square - torch.tensor(c["image_mean"])) / torch.tensor(c["image_std"])).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        features = llava.model.get_image_features(pixel_values=pixels, vision_feature_layer=llava.config.vision_feature_layer,
+                                                  vision_feature_select_strategy=llava.config.vision_feature_select_strategy)
+        features = torch.cat(list(getattr(features, "pooler_output", features)))  # [patches, D]
+        text_embeds = encoders.llm.get_input_embeddings()(ids)
+    is_image = ids == tokenizer.convert_tokens_to_ids("<image>")
+    new_positions = torch.cumsum(is_image * (len(features) - 1) + 1, 0) - 1
+    length = int(is_image.sum()) * (len(features) - 1) + len(ids)
+    merged = torch.zeros(length, text_embeds.shape[1])
+    merged_mask = torch.zeros(length, dtype=torch.long)
+    merged[new_positions[~is_image]] = text_embeds[~is_image]
+    merged_mask[new_positions[~is_image]] = mask[~is_image]
+    for_image = torch.ones(length, dtype=torch.bool)
+    for_image[new_positions[~is_image]] = False
+    merged[for_image] = features
+    merged_mask[for_image] = 1
+    positions = (merged_mask.cumsum(0) - 1).masked_fill(merged_mask == 0, 1)
+    merged[new_positions[ids == tokenizer.pad_token_id]] = 0
+    with torch.no_grad():
+        out = encoders.llm(inputs_embeds=merged[None], attention_mask=merged_mask[None], position_ids=positions[None],
+                           output_hidden_states=True)
+    return out.hidden_states[-3][0], crop
+
+
+def test_short_prompts_read_the_pad_positions_of_the_legacy_llava_merge(parts):
+    """Through the mask quirk the refiner reads the last N - 1 positions, which for a short prompt are
+    pad tokens; HunyuanCustom's transformers zeroed their input embeddings, so their states are those."""
+    encoders, _, _ = parts
+    side = encoders.vision.image_size
+    square = pad_to_size(_flat(RED, side // 2, side), side, side)
+    positive, _ = encode_custom_prompts(encoders, PROMPT, CUSTOM_NEGATIVE_PROMPT, "cat", square[None])
+    legacy, crop = _legacy_llava_states(encoders, custom_text(PROMPT, "cat"), square)
+    torch.testing.assert_close(positive.prompt_embeds[0], legacy[crop:], atol=1e-5, rtol=1e-5)
+
+    n = encoders.vision.num_tokens
+    read_by_refiner = positive.attention_mask[0, -(n - 1):]
+    assert read_by_refiner.all()
+    current, _, _, crop = _llava_states(encoders, custom_text(PROMPT, "cat"), square)  # today's transformers: no zeroing
+    assert (current[crop:][-(n - 1):] - legacy[crop:][-(n - 1):]).abs().max() > 1e-3
+
+
 def test_subject_word_is_checked(parts):
     encoders, vae, _ = parts
     for bad in ("", "  ", "cat<image>", "two\nlines"):

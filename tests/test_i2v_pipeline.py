@@ -1,6 +1,7 @@
 """Image-to-video: equal to diffusers' HunyuanVideoImageToVideoPipeline where it does the same thing, and
 the rest (v2's clean first frame, dynamic mode, v1's frame count, buckets) checked by what defines it."""
 
+import numpy as np
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoImageToVideoPipeline
@@ -89,19 +90,18 @@ def test_latents_and_frames_match_diffusers(encoders, vae, image, variant, cfg):
     latent = generate_i2v(transformer, conditioning, I2VRequest(num_frames=FRAMES, steps=3, seed=5, true_cfg=cfg))
 
     pipe = _diffusers(encoders, vae, transformer)
-    # diffusers drops v1's first 4 frames from what it is asked for; we sample 4 more so FRAMES come out.
-    asked = FRAMES + 4 if variant == "i2v_v1" else FRAMES
     kwargs = dict(image=Image.fromarray(to_uint8_images(image)[0]), prompt=PROMPT, height=HEIGHT, width=WIDTH,
-                  num_frames=asked, num_inference_steps=3, guidance_scale=6.0, prompt_template=_template(encoders),
+                  num_frames=FRAMES, num_inference_steps=3, guidance_scale=6.0, prompt_template=_template(encoders),
                   image_embed_interleave=interleave, true_cfg_scale=cfg, negative_prompt=NEGATIVE if cfg > 1 else None)
     reference = pipe(**kwargs, generator=torch.Generator().manual_seed(5), output_type="latent").frames
     ours = latent["samples"] * vae.config.scaling_factor
+    # diffusers' latent output leaves out v1's first latent frame (the one its decoded output drops).
     torch.testing.assert_close(ours[:, :, 1:] if variant == "i2v_v1" else ours, reference, atol=1e-5, rtol=1e-5)
 
     video = pipe(**kwargs, generator=torch.Generator().manual_seed(5), output_type="pt").frames
     frames = decode_latents(vae, latent["samples"], TilingOptions(spatial=False, temporal=False))
     frames = frames[:, latent.get(i2v.DROP_FRAMES_KEY, 0):]
-    assert frames.shape[1] == FRAMES
+    assert frames.shape[1] == (FRAMES - 4 if variant == "i2v_v1" else FRAMES)  # the authors drop v1's first 4
     torch.testing.assert_close(frames, video.permute(0, 1, 3, 4, 2), atol=1e-4, rtol=1e-4)
 
 
@@ -146,8 +146,7 @@ def test_dynamic_mode_starts_from_pure_noise_and_stability_from_a_trace_of_the_i
     conditioning = prepare_i2v(encoders, vae, image, PROMPT, variant=variant, resolution="custom", width=WIDTH,
                                height=HEIGHT)
     inputs = _record_model_inputs(monkeypatch, transformer.model)
-    frames = 3 + (1 if variant == "i2v_v1" else 0)
-    noise = initial_noise((1, 16, frames, HEIGHT // 8, WIDTH // 8), 11)
+    noise = initial_noise((1, 16, 3, HEIGHT // 8, WIDTH // 8), 11)
     for mode, start in (("dynamic", noise), ("stability", 0.999 * noise + 0.001 * conditioning.image_latent)):
         inputs.clear()
         generate_i2v(transformer, conditioning, I2VRequest(num_frames=FRAMES, steps=2, seed=11, mode=mode))
@@ -163,28 +162,59 @@ def test_mode_picks_its_shift_unless_set():
     assert I2VRequest(mode="dynamic", flow_shift=5.0).shift == 5.0
 
 
-def test_v1_comes_out_with_the_frame_count_asked_for(encoders, vae, image):
+def test_v1_samples_the_authors_latent_length_and_gives_4_frames_fewer(encoders, vae, image):
+    """The authors sample (num_frames - 1) // 4 + 1 latent frames for v1 and drop the first 4 decoded frames."""
     conditioning = prepare_i2v(encoders, vae, image, PROMPT, variant="i2v_v1", resolution="custom", width=WIDTH,
                                height=HEIGHT)
-    for frames in (1, 5, 13):
+    for frames in (5, 13):
         latent = generate_i2v(_transformer(encoders, "i2v_v1"), conditioning, I2VRequest(num_frames=frames, steps=1))
+        assert latent["samples"].shape[2] == (frames - 1) // 4 + 1
         decoded = decode_latents(vae, latent["samples"], TilingOptions(spatial=False, temporal=False))
-        assert decoded[:, latent[i2v.DROP_FRAMES_KEY]:].shape[1] == frames
+        assert decoded[:, latent[i2v.DROP_FRAMES_KEY]:].shape[1] == frames - 4
+    with pytest.raises(ValueError, match="num_frames must be 5 or more for I2V v1"):
+        generate_i2v(_transformer(encoders, "i2v_v1"), conditioning, I2VRequest(num_frames=1, steps=1))
 
 
-def test_buckets_are_the_authors():
+def _authors_crop_sizes(base_size, patch_size=32, max_ratio=4.0):
+    """HunyuanVideo-I2V `generate_crop_size_list`, restated: walk the (rows, columns) patch grids of about
+    (base/patch)^2 patches from the tallest down, keeping those within the aspect limit."""
+    budget = round((base_size / patch_size) ** 2)
+    sizes, rows, columns = [], budget, 1
+    while rows > 0:
+        if max(rows, columns) / min(rows, columns) <= max_ratio:
+            sizes.append((rows * patch_size, columns * patch_size))
+        if (columns + 1) * rows <= budget:
+            columns += 1
+        else:
+            rows -= 1
+    return sizes
+
+
+def _authors_closest(height, width, sizes):
+    """HunyuanVideo-I2V `get_closest_ratio` on numpy arrays, as their inference.py calls it."""
+    ratios = np.array([round(float(h) / float(w), 5) for h, w in sizes])
+    aspect = float(height) / float(width)
+    differences = ratios - aspect
+    side = differences <= 0 if aspect >= 1 else differences > 0
+    candidates = np.flatnonzero(side)
+    return sizes[candidates[np.argmin(np.abs(differences[candidates]))]]
+
+
+def test_bucket_choice_is_the_authors_for_every_aspect_ratio():
+    rng = np.random.default_rng(0)
+    shapes = {(h, w) for h in range(200, 2001, 45) for w in range(200, 2001, 45)}
+    shapes |= {(int(h), int(w)) for h, w in rng.integers(64, 4096, size=(400, 2))}
+    shapes |= {(1080, 1920), (1920, 1080), (1000, 1000), (1000, 800), (800, 1000), (1024, 1025), (1025, 1024)}
+    differences = []
     for resolution, base in i2v.RESOLUTION_BASES.items():
-        buckets = i2v.bucket_sizes(resolution)
-        patches = round((base / 32) ** 2)
-        for h, w in buckets:
-            assert h % 32 == 0 and w % 32 == 0 and max(h, w) / min(h, w) <= 4
-            assert (h // 32) * (w // 32) <= patches
-    assert i2v.nearest_bucket(1000, 1000, "720p") == (960, 960)
-    assert i2v.nearest_bucket(1000, 1000, "360p") == (480, 480)
-    h, w = i2v.nearest_bucket(1080, 1920, "720p")
-    assert w > h and abs(h / w - 1080 / 1920) < 0.02
-    h, w = i2v.nearest_bucket(1920, 1080, "540p")
-    assert h > w and abs(h / w - 1920 / 1080) < 0.1
+        sizes = _authors_crop_sizes(base)
+        assert i2v.bucket_sizes(resolution) == sizes
+        differences += [(resolution, h, w) for h, w in shapes if i2v.nearest_bucket(h, w, resolution) != _authors_closest(h, w, sizes)]
+    assert len(shapes) > 1000 and differences == []
+    # The issue's examples, where a nearest-on-either-side rule differs from the authors'.
+    assert i2v.nearest_bucket(1080, 1920, "360p") == (352, 608)
+    assert i2v.nearest_bucket(1080, 1920, "540p") == (544, 928)
+    assert i2v.nearest_bucket(1000, 800, "720p") == (1056, 864)
 
 
 def test_fit_image_keeps_the_aspect_and_takes_the_centre():
@@ -195,6 +225,16 @@ def test_fit_image_keeps_the_aspect_and_takes_the_centre():
     assert fitted[0, :, 16].min() > 0.99  # the centre column is the band, not stretched away
     assert fitted[0, :, 0].max() < 0.01 and fitted[0, :, -1].max() < 0.01
     assert i2v.fit_image(picture, 100, 40) is picture
+
+
+def test_fit_image_is_the_authors_resize_and_centre_crop():
+    """torchvision's Resize(the bucket's shorter side) on the 8-bit PIL image, then CenterCrop."""
+    picture = torch.rand(1, 50, 81, 3, generator=torch.Generator().manual_seed(2))
+    fitted = i2v.fit_image(picture, 64, 48)
+    pil = Image.fromarray(to_uint8_images(picture)[0]).resize((int(48 * 81 / 50), 48), Image.BILINEAR)
+    left = int(round((pil.width - 64) / 2.0))
+    expected = torch.tensor(np.asarray(pil.crop((left, 0, left + 64, 48))), dtype=torch.float32) / 255
+    torch.testing.assert_close(fitted[0], expected, atol=0, rtol=0)
 
 
 def test_conditioning_reports_the_chosen_size(encoders, vae):
@@ -268,3 +308,18 @@ def test_the_real_vision_file_layout_gives_576_tokens_of_llama_width():
     config = vision.tower.config
     assert (vision.image_size, vision.num_tokens, config.num_hidden_layers, config.num_attention_heads) == (336, 576, 24, 16)
     assert vision.projector.linear_2.out_features == 4096
+
+
+def test_t2v_and_i2v_prompts_are_stripped_as_the_authors_and_custom_is_not(encoders, image):
+    """hyvideo/inference.py strips the prompt and the negative prompt; HunyuanCustom's code does not."""
+    from hunyuan_video_suite.pipelines.custom_prompt import encode_custom_prompts
+    from hunyuan_video_suite.pipelines.prompt_encoding import encode_prompt
+
+    padded = f"  {PROMPT}\n"
+    for encode in (lambda text: encode_prompt(encoders, text), lambda text: encode_i2v_prompt(encoders, text, image, 4)):
+        plain, stripped = encode(PROMPT), encode(padded)
+        assert torch.equal(stripped.prompt_embeds, plain.prompt_embeds) and torch.equal(stripped.pooled, plain.pooled)
+    square = torch.rand(1, encoders.vision.image_size, encoders.vision.image_size, 3)
+    plain, _ = encode_custom_prompts(encoders, PROMPT, "bad", "cat", square)
+    kept, _ = encode_custom_prompts(encoders, padded, "bad", "cat", square)
+    assert not torch.equal(kept.prompt_embeds, plain.prompt_embeds)

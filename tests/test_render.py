@@ -12,6 +12,7 @@ from conftest import PACK_ROOT
 from hunyuan_video_suite.pipelines import render_options, tiny
 from hunyuan_video_suite.pipelines.render import DEMO_NOTICE, main
 from hunyuan_video_suite.pipelines.attention import BACKENDS
+from hunyuan_video_suite.pipelines.rope import RIFLEX_CHOICES
 from hunyuan_video_suite.pipelines.step_cache import CACHE_PRESETS
 from hunyuan_video_suite.pipelines.t2v import MAX_SEED
 from hunyuan_video_suite.pipelines.tiny_transformer import save_transformer, tiny_transformer
@@ -127,6 +128,7 @@ def test_option_choices_match_the_engine():
     assert render_options.VARIANT_CHOICES == ("auto", "t2v")
     assert render_options.ATTENTION_CHOICES == BACKENDS
     assert render_options.CACHE_CHOICES == CACHE_PRESETS
+    assert render_options.RIFLEX_CHOICES == RIFLEX_CHOICES
     assert render_options.MAX_SEED == MAX_SEED
 
 

@@ -162,18 +162,27 @@ def test_sampler_with_cfg_matches_masked_sampler(encoders, t2v):
     negative = encode_prompt(encoders, "blurry, static, low quality, deformed")
     assert positive.attention_mask.sum() != negative.attention_mask.sum()
     request = T2VRequest(width=32, height=32, num_frames=5, steps=3, true_cfg=3.0, seed=5)
-    plain = generate_t2v(LoadedTransformer(t2v, "t2v", "test"), positive, request, negative=negative)
+    plain = generate_t2v(LoadedTransformer(t2v, "t2v", "test", SpeedOptions(attention="masked")), positive, request,
+                         negative=negative)
     fast = generate_t2v(LoadedTransformer(t2v, "t2v", "test", SpeedOptions(attention="auto")), positive, request,
                         negative=negative)
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
 
 
-def test_default_options_leave_the_model_as_diffusers_runs_it(encoders, t2v):
+def test_defaults_make_no_masked_joint_attention_call_and_leave_the_model_as_it_was(encoders, t2v, monkeypatch):
     positive = encode_prompt(encoders, "a boat")
-    request = T2VRequest(width=32, height=32, num_frames=5, steps=2, seed=1)
-    bare = generate_t2v(t2v, positive, request)
-    loaded = generate_t2v(LoadedTransformer(t2v, "t2v", "test"), positive, request)
+    negative = encode_prompt(encoders, "blurry and static, low quality")
+    request = T2VRequest(width=32, height=32, num_frames=5, steps=2, true_cfg=2.0, seed=1)
+    masked = generate_t2v(LoadedTransformer(t2v, "t2v", "test", SpeedOptions(attention="masked")), positive, request,
+                          negative=negative)
+    spy = _AttentionSpy(monkeypatch)
+    bare = generate_t2v(t2v, positive, request, negative=negative)
+    loaded = generate_t2v(LoadedTransformer(t2v, "t2v", "test"), positive, request, negative=negative)
     assert torch.equal(bare, loaded)
+    torch.testing.assert_close(loaded, masked, rtol=1e-5, atol=1e-5)
+    joint = len(t2v.transformer_blocks) + len(t2v.single_transformer_blocks)
+    assert len(spy.calls) >= 2 * 2 * 2 * joint  # two runs of two steps of two branches, every block
+    assert [mask for mask, _ in spy.calls if mask is not None] == []
     base = transformer_hunyuan_video.HunyuanVideoAttnProcessor2_0
     assert all(type(p) is base for name, p in t2v.attn_processors.items() if "context_embedder" not in name)
 
@@ -279,7 +288,7 @@ class _HostReads(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("options", [SpeedOptions(), SpeedOptions(attention="sdpa")])
+@pytest.mark.parametrize("options", [SpeedOptions(attention="masked"), SpeedOptions()])
 def test_sampling_loop_reads_nothing_back_per_step(encoders, t2v, options):
     positive = encode_prompt(encoders, "a red fox")
     negative = encode_prompt(encoders, "blurry and static")

@@ -48,12 +48,12 @@ def _sample(encoders, vae, picture, variant, options, info=None):
 
 
 @pytest.mark.parametrize("variant", ["i2v_v1", "i2v_v2", "custom"])
-def test_mask_free_attention_equals_the_masked_path(encoders, vae, picture, variant):
-    masked = _sample(encoders, vae, picture, variant, SpeedOptions())
+def test_default_attention_is_mask_free_and_equals_the_masked_path(encoders, vae, picture, variant):
+    masked = _sample(encoders, vae, picture, variant, SpeedOptions(attention="masked"))
     info = []
-    trimmed = _sample(encoders, vae, picture, variant, SpeedOptions(attention="sdpa"), info)
+    trimmed = _sample(encoders, vae, picture, variant, SpeedOptions(), info)
     torch.testing.assert_close(trimmed, masked, atol=1e-5, rtol=1e-5)
-    assert "sdpa" in info[0]
+    assert "sdpa, mask-free" in info[0]
 
 
 @pytest.mark.parametrize("variant", ["i2v_v2", "custom"])
