@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     Options = speed.SpeedOptions
     settings = [
         ("plain diffusers HunyuanVideoPipeline", diffusers_run, None),
-        ("ours, every feature off", *_ours_run(ours, Options())),
+        ("ours, defaults (mask-free, auto)", *_ours_run(ours, Options())),
+        ("ours, masked attention as diffusers", *_ours_run(ours, Options(attention="masked"))),
         ("ours, mask-free attention (sdpa)", *_ours_run(ours, Options(attention="sdpa"))),
         ("ours, mask-free + first_block cache", *_ours_run(ours, Options(attention="sdpa", cache="first_block"))),
         ("ours, mask-free + teacache_fast", *_ours_run(ours, Options(attention="sdpa", cache="teacache_fast"))),

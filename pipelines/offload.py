@@ -11,6 +11,11 @@ the blocks that the planner leaves off the GPU only, plus one host wait per bloc
 host at most one offloaded block ahead of the GPU (see `_after`). Pinned copies are packed into a
 few buffers (`pinned_memory`), as per-tensor pinning would take about 1.5x the weights' size in RAM.
 
+The per-block work is a diffusers hook (`ModelHook`), not a torch forward hook: torch runs its
+hooks around `forward` even when a step cache's diffusers hook skips the block inside it, so every
+skipped block would still be copied. Registered before the cache's hooks (the offloader attaches
+before sampling starts), ours sit inside them, and a skipped block is never copied.
+
 On a CPU-only machine the same code runs with CPU as both devices (each onload makes a separate
 copy), which is how the tests check that offloaded and resident sampling agree.
 """
@@ -33,6 +38,7 @@ OFFLOAD_AUTO, OFFLOAD_OFF = "auto", "off"
 # The HunyuanVideo transformer's repeated blocks (diffusers names), in execution order: ~97% of its weights.
 TRANSFORMER_BLOCKS = ("transformer_blocks", "single_transformer_blocks")
 PIN_HEADROOM_BYTES = 4 * 1024**3  # RAM left free for everything else before pinning is allowed
+_HOOK_NAME = "hyvs_block_offload"
 
 
 @dataclass
@@ -148,11 +154,7 @@ class _OffloadedBlock:
 class BlockOffloader:
     """Keeps the first `resident` blocks (execution order) on `device` with the rest of the model and
     streams the others in one at a time, one block ahead. `attach()` sets it up, `detach()` puts the
-    whole model back on `home` (CPU memory, or where ComfyUI keeps idle models).
-
-    The block hooks are kept out of torch.compile: regional compile (`nn.Module.compile`) compiles a
-    block's whole call, hooks included, and the copies, stream waits and `.data` swaps gain nothing
-    from tracing, so the compiled graph holds the block's own compute only."""
+    whole model back on `home` (CPU memory, or where ComfyUI keeps idle models)."""
 
     def __init__(self, model: nn.Module, containers, device, resident: int, pin: bool | None = None, home="cpu"):
         self.model = model
@@ -196,10 +198,13 @@ class BlockOffloader:
         self._offloaded = [_OffloadedBlock(b) for b in offloaded]
         if self.use_stream:
             self._stream = side_stream(self.device)
-        for index, entry in enumerate(self._offloaded):
-            self._handles.append(entry.block.register_forward_pre_hook(self._before(index)))
-            self._handles.append(entry.block.register_forward_hook(self._after(index)))
         if self._offloaded:
+            from diffusers.hooks.hooks import HookRegistry
+
+            hook_class = _block_hook_class()
+            for index, entry in enumerate(self._offloaded):
+                HookRegistry.check_if_exists_or_initialize(entry.block).register_hook(hook_class(self, index), _HOOK_NAME)
+            HookRegistry.check_if_exists_or_initialize(self.model).invalidate_child_registries_cache()
             self._handles.append(self.model.register_forward_pre_hook(lambda module, args: self._prefetch(0)))
         return self
 
@@ -207,6 +212,12 @@ class BlockOffloader:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        if self._offloaded:
+            from diffusers.hooks.hooks import HookRegistry
+
+            for entry in self._offloaded:
+                HookRegistry.check_if_exists_or_initialize(entry.block).remove_hook(_HOOK_NAME, recurse=False)
+            HookRegistry.check_if_exists_or_initialize(self.model).invalidate_child_registries_cache()
         for entry in self._offloaded:
             entry.offload()
         self._offloaded = []
@@ -230,20 +241,17 @@ class BlockOffloader:
         self.onload_count += 1
         self.peak_onloaded = max(self.peak_onloaded, sum(e.onloaded for e in self._offloaded))
 
-    def _before(self, index: int):
-        @torch.compiler.disable
-        def hook(module, args):
-            entry = self._offloaded[index]
-            self._prefetch(index)  # already under way, unless the block before did not run
-            if entry.ready is not None:
-                current = torch.cuda.current_stream(self.device)
-                current.wait_event(entry.ready)
-                for owner, name, is_param, _ in entry.entries:
-                    _get(owner, name, is_param).record_stream(current)
+    def _before(self, index: int) -> None:
+        """Block `index` is about to run: its copy is complete before the compute stream reads it."""
+        entry = self._offloaded[index]
+        self._prefetch(index)  # already under way, unless the block before did not run
+        if entry.ready is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(entry.ready)
+            for owner, name, is_param, _ in entry.entries:
+                _get(owner, name, is_param).record_stream(current)
 
-        return hook
-
-    def _after(self, index: int):
+    def _after(self, index: int) -> None:
         """Once block `index` is queued: wait until the offloaded block that ran before it (in this
         model call or, for the first, the last one of the call before) has finished on the GPU, then
         prefetch the next block and drop this one's device copy.
@@ -253,20 +261,41 @@ class BlockOffloader:
         the host got ahead by would hold a fresh copy. Waiting for the block *before* keeps the GPU busy
         with this one meanwhile, and at most two offloaded blocks are on the device at once.
         """
+        entry = self._offloaded[index]
+        if self._stream is not None:
+            previous = self._last_done
+            entry.done = self._last_done = torch.cuda.Event()
+            entry.done.record(torch.cuda.current_stream(self.device))
+            if previous is not None:
+                previous.synchronize()
+        self._prefetch(index + 1)
+        entry.offload()
+
+
+@functools.cache
+def _block_hook_class():
+    from diffusers.hooks.hooks import ModelHook
+
+    class BlockOffloadHook(ModelHook):
+        """Offloaded block `index` of `offloader`: copied in before it runs, dropped after. Kept out of
+        torch.compile: regional compile compiles a block's whole call, and the copies, stream waits and
+        `.data` swaps gain nothing from tracing, so the compiled graph holds the block's own compute."""
+
+        def __init__(self, offloader: BlockOffloader, index: int):
+            super().__init__()
+            self.offloader, self.index = offloader, index
 
         @torch.compiler.disable
-        def hook(module, args, output):
-            entry = self._offloaded[index]
-            if self._stream is not None:
-                previous = self._last_done
-                entry.done = self._last_done = torch.cuda.Event()
-                entry.done.record(torch.cuda.current_stream(self.device))
-                if previous is not None:
-                    previous.synchronize()
-            self._prefetch(index + 1)
-            entry.offload()
+        def pre_forward(self, module, *args, **kwargs):
+            self.offloader._before(self.index)
+            return args, kwargs
 
-        return hook
+        @torch.compiler.disable
+        def post_forward(self, module, output):
+            self.offloader._after(self.index)
+            return output
+
+    return BlockOffloadHook
 
 
 def _tensors_direct(model: nn.Module):

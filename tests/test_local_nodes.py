@@ -158,13 +158,13 @@ def test_speed_options_node_attaches_options_and_the_sampler_reports_skipped_cal
     monkeypatch.setattr(host, "send_progress_text", lambda text, node_id: sent.append((text, node_id)))
     fast = _node("HYVS_SpeedOptions")(transformer, "auto", "teacache", 1e3, False, unique_id="6")[0]
     assert sent.pop() == ("attention: sdpa, mask-free", "6")  # probed when the node runs: SDPA on this CPU
-    assert transformer.speed.attention == "masked" and transformer.speed.cache == "off"  # the input is left alone
+    assert transformer.speed.attention == "auto" and transformer.speed.cache == "off"  # the input is left alone
     assert (fast.speed.attention, fast.speed.cache, fast.speed.cache_threshold) == ("auto", "teacache", 1e3)
     assert fast.model is transformer.model and fast.variant == transformer.variant
     positive = _node("HYVS_TextEncode")(encoders, "a lighthouse in a storm")[0]
     plain = _node("HYVS_T2VSampler")(transformer, positive, 32, 32, 5, 5, 6.0, 1.0, 7.0, 3, unique_id="7")[0]
     cached = _node("HYVS_T2VSampler")(fast, positive, 32, 32, 5, 5, 6.0, 1.0, 7.0, 3, unique_id="8")[0]
-    assert sent[0] == ("speed: attention masked (as diffusers)", "7")
+    assert sent[0] == ("speed: attention sdpa, mask-free", "7")  # the default: mask-free, no cache
     assert sent[1][1] == "8" and "cache teacache 1000: 3 of 5 transformer calls skipped" in sent[1][0]
     assert not torch.allclose(plain["samples"], cached["samples"])
     preset = _node("HYVS_SpeedOptions")(transformer, "sdpa", "first_block", 0.0, False)[0]

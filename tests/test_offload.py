@@ -203,8 +203,9 @@ def test_on_cuda_the_host_waits_one_block_behind_and_two_copies_at_most_are_live
     offloader = BlockOffloader(transformer.model, BLOCK_CONTAINERS, "cpu", resident=1).attach()
     fake = _FakeCuda(monkeypatch, offloader)
     offloaded = [*transformer.model.transformer_blocks, *transformer.model.single_transformer_blocks][1:]
-    for index, block in enumerate(offloaded):
-        block.register_forward_pre_hook(lambda module, args, index=index: fake.log.append(("run", index)))
+    for index, block in enumerate(offloaded):  # a block runs when its first layer does (inside the offload hooks)
+        first_layer = block.norm1 if hasattr(block, "norm1") else block.norm
+        first_layer.register_forward_pre_hook(lambda module, args, index=index: fake.log.append(("run", index)))
     with torch.no_grad():
         generate_t2v(transformer, _embeds(), T2VRequest(**{**REQUEST, "steps": 2}))
     offloader.detach()
@@ -228,3 +229,26 @@ def test_on_cuda_the_host_waits_one_block_behind_and_two_copies_at_most_are_live
         elif event == "host waits for block":
             live.discard(k)
     assert peak == 2
+
+
+@pytest.mark.parametrize("preset", ["teacache", "first_block"])
+def test_a_block_the_step_cache_skips_is_never_copied(preset):
+    """The cache's hooks sit outside the offload hooks: a skipped block costs no copy. With every block
+    offloaded, copies follow the calls that ran; at most one prefetched block waits for the next call."""
+    import dataclasses
+
+    from hunyuan_video_suite.pipelines.speed import SpeedOptions
+
+    transformer = dataclasses.replace(_model(), speed=SpeedOptions(cache=preset, cache_threshold=1e9))
+    steps = 6
+    info = []
+    with model_on_device(transformer.model, BLOCK_CONTAINERS, "cpu", 0) as offloader:
+        generate_t2v(transformer, _embeds(), T2VRequest(**{**REQUEST, "steps": steps}), on_info=info.append)
+    skipped = int(info[0].split(": ")[-1].split(" of")[0])
+    assert skipped == (steps - 2 if preset == "teacache" else steps - 1)
+    ran = steps - skipped
+    if preset == "teacache":  # the whole stack is skipped: no block runs
+        assert ran * 5 <= offloader.onload_count <= ran * 5 + 1
+    else:  # First Block Cache always runs the first block and may prefetch the second
+        assert ran * 5 + skipped <= offloader.onload_count <= ran * 5 + skipped + 1
+    assert offloader.onload_count < steps * 5 and offloader.peak_onloaded <= 2
