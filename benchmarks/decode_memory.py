@@ -3,7 +3,7 @@
     python3 benchmarks/decode_memory.py
 
 Tiny random VAE of the real architecture (widths 8) on the CPU, 128x128 px, temporal tiles of 16
-frames, spatial tiles of 64 px. Memory is counted exactly as tensor bytes (pipelines/live_bytes.py:
+frames, spatial tiles of 64 px. Memory is counted exactly as tensor bytes (pipelines/memory/live_bytes.py:
 every storage that ops create, while alive), not RSS: "working" is the peak minus the finished
 frames themselves (which a caller must hold anyway). On a GPU the same count is what the device
 holds; in our decode the finished chunks leave the device, so only the working part stays there.
@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import _pack
 import torch
-
-from hunyuan_video_suite.pipelines import tiny
-from hunyuan_video_suite.pipelines.decoding import TilingOptions, _decode_in_chunks, configure_tiling
-from hunyuan_video_suite.pipelines.live_bytes import PeakTensorBytes
+from hunyuan_video_suite.pipelines.demo import tiny
+from hunyuan_video_suite.pipelines.memory.live_bytes import PeakTensorBytes
+from hunyuan_video_suite.pipelines.video.decoding import TilingOptions, _decode_in_chunks, configure_tiling
 
 TILING = TilingOptions(spatial=True, tile_size=64, tile_overlap=16, temporal=True, tile_frames=16, frame_overlap=4)
 

@@ -20,14 +20,17 @@ import time
 
 import _pack
 import torch
-
-from hunyuan_video_suite.pipelines.fp8_linear import quantize_linears
-from hunyuan_video_suite.pipelines.offload import MemoryOptions
-from hunyuan_video_suite.pipelines.prompt_encoding import TextEmbeds
-from hunyuan_video_suite.pipelines.sampling import SamplingSettings, denoise, initial_noise
-from hunyuan_video_suite.pipelines.sampling_memory import BLOCK_CONTAINERS, plan_sampling, transformer_on_device
-from hunyuan_video_suite.pipelines.transformer_loading import LoadedTransformer, derive_config, rope_axes_for
-from hunyuan_video_suite.pipelines.vram_planner import DoesNotFit
+from hunyuan_video_suite.pipelines.denoise.flow_matching import SamplingSettings, denoise, initial_noise
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.prompt_encoding import TextEmbeds
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import (
+    LoadedTransformer,
+    derive_config,
+    rope_axes_for,
+)
+from hunyuan_video_suite.pipelines.memory.offload import MemoryOptions
+from hunyuan_video_suite.pipelines.memory.sampling_memory import BLOCK_CONTAINERS, plan_sampling, transformer_on_device
+from hunyuan_video_suite.pipelines.memory.vram_planner import DoesNotFit
+from hunyuan_video_suite.pipelines.weights.fp8_linear import quantize_linears
 
 SETTINGS = ("off", "auto", 40, 20, 0)
 

@@ -23,12 +23,15 @@ from pathlib import Path
 
 import _pack
 import torch
+from hunyuan_video_suite.pipelines.demo.tiny import to_scaled_fp8
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_keys import authors_to_diffusers
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import (
+    COMFY_PREFIXES,
+    derive_config,
+    load_transformer,
+)
+from hunyuan_video_suite.pipelines.weights import checkpoints
 from safetensors.torch import save_file
-
-from hunyuan_video_suite.pipelines import checkpoints
-from hunyuan_video_suite.pipelines.tiny import to_scaled_fp8
-from hunyuan_video_suite.pipelines.transformer_keys import authors_to_diffusers
-from hunyuan_video_suite.pipelines.transformer_loading import COMFY_PREFIXES, derive_config, load_transformer
 
 GB = 1e9
 

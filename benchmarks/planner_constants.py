@@ -2,9 +2,9 @@
 
     python3 benchmarks/planner_constants.py
 
-Counts every tensor byte the forward pass creates (pipelines/live_bytes.py), with attention held
+Counts every tensor byte the forward pass creates (pipelines/memory/live_bytes.py), with attention held
 as a fused GPU kernel holds it (output only), and prints the measured factor next to the constant
-in pipelines/vram_planner.py. Kernel workspaces are not in this count (the planner's RESERVE).
+in pipelines/memory/vram_planner.py. Kernel workspaces are not in this count (the planner's RESERVE).
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import json
 import _pack
 import torch
 from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoTransformer3DModel
-
-from hunyuan_video_suite.pipelines import token_chunking, vram_planner
-from hunyuan_video_suite.pipelines.live_bytes import FusedAttentionStandIn, PeakTensorBytes
-from hunyuan_video_suite.pipelines.transformer_loading import derive_config
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import derive_config
+from hunyuan_video_suite.pipelines.memory import token_chunking, vram_planner
+from hunyuan_video_suite.pipelines.memory.live_bytes import FusedAttentionStandIn, PeakTensorBytes
 
 SIZES = ((33, 544, 960), (129, 544, 960), (129, 720, 1280))
 

@@ -33,7 +33,7 @@ def small_transformer(text_dim: int, pooled_dim: int, seed: int = 0):
     2 double + 2 single blocks, diffusers' default initialisation."""
     from diffusers import HunyuanVideoTransformer3DModel
 
-    rope_axes_for = _import("transformer_loading").rope_axes_for
+    rope_axes_for = _import("hunyuan_video_13b.transformer_loading").rope_axes_for
     torch.manual_seed(seed)
     return HunyuanVideoTransformer3DModel(
         in_channels=16, out_channels=16, num_attention_heads=4, attention_head_dim=32, num_layers=2,
@@ -81,11 +81,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
 
-    tiny = _import("tiny")
-    prompt_encoding = _import("prompt_encoding")
-    t2v = _import("t2v")
-    speed = _import("speed")
-    LoadedTransformer = _import("transformer_loading").LoadedTransformer
+    tiny = _import("demo.tiny")
+    prompt_encoding = _import("hunyuan_video_13b.prompt_encoding")
+    t2v = _import("hunyuan_video_13b.t2v")
+    speed = _import("speed.options")
+    LoadedTransformer = _import("hunyuan_video_13b.transformer_loading").LoadedTransformer
 
     encoders = tiny.tiny_text_encoders(seed=0)
     vae = tiny.tiny_vae(seed=0)
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
             t2v.generate_t2v(transformer, positive, request, on_info=info.append)
             times[preset] = time.process_time() - started
             skipped = _skipped(info[-1])
-            threshold = _import("step_cache").preset_threshold(preset)
+            threshold = _import("speed.step_cache").preset_threshold(preset)
             calls = cache_steps - skipped
             print(f"{preset:16} {threshold:9.2f} {calls:6d} {cache_steps:6d} {cache_steps / calls:11.2f}x "
                   f"{times[preset] / times['off']:16.3f}")

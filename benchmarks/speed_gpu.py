@@ -39,13 +39,13 @@ SETTINGS = {
 
 def real_config(layouts: Path) -> dict:
     shapes = {k: tuple(v) for k, v in json.loads(layouts.read_text())["files"]["hunyuan_video_t2v_720p_bf16"].items()}
-    return _import("transformer_loading").derive_config(shapes, "t2v")
+    return _import("hunyuan_video_13b.transformer_loading").derive_config(shapes, "t2v")
 
 
 def smoke_config() -> dict:
     config = real_config(LAYOUTS)
     config.update(num_attention_heads=2, attention_head_dim=10, num_layers=1, num_single_layers=1, text_embed_dim=32,
-                  pooled_projection_dim=16, rope_axes_dim=_import("transformer_loading").rope_axes_for(10))
+                  pooled_projection_dim=16, rope_axes_dim=_import("hunyuan_video_13b.transformer_loading").rope_axes_for(10))
     return config
 
 
@@ -102,7 +102,7 @@ def attention_tflops(config: dict, tokens: int, device, dtype, repeats: int = 5)
     """Achieved TFLOP/s of the joint attention at the real shape, per usable backend."""
     from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
 
-    attention = _import("attention")
+    attention = _import("speed.attention")
     heads, head_dim = config["num_attention_heads"], config["attention_head_dim"]
     rows = []
     for label, requested, padded in [
@@ -152,12 +152,12 @@ def main(argv=None) -> int:
         sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")]
     from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
 
-    t2v = _import("t2v")
-    speed = _import("speed")
-    set_compiled = _import("compile").set_compiled
-    attention = _import("attention")
-    LoadedTransformer = _import("transformer_loading").LoadedTransformer
-    TextEmbeds = _import("prompt_encoding").TextEmbeds
+    t2v = _import("hunyuan_video_13b.t2v")
+    speed = _import("speed.options")
+    set_compiled = _import("speed.compile").set_compiled
+    attention = _import("speed.attention")
+    LoadedTransformer = _import("hunyuan_video_13b.transformer_loading").LoadedTransformer
+    TextEmbeds = _import("hunyuan_video_13b.prompt_encoding").TextEmbeds
 
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (smoke run, toy model)"
     model = build_model(config, device, dtype)

@@ -20,7 +20,7 @@ from ..pipelines.providers.base import fingerprint
 from ..pipelines.providers.keys import PROVIDER_NAMES, REDACT
 from ..pipelines.providers.runner import Callbacks, Outcome
 from ..pipelines.providers.service import config_from_env, run_job
-from ..pipelines.video_io import read_video_frames
+from ..pipelines.video.video_io import read_video_frames
 from . import host
 
 CATEGORY = "HunyuanVideo Suite/API"

@@ -16,8 +16,13 @@ from pathlib import Path
 
 import torch
 
-from ..pipelines.sampling_memory import fit_decode_tiling, plan_sampling, text_encoders_on_device, transformer_on_device
-from ..pipelines.video_io import read_video_frames, write_mp4
+from ..pipelines.memory.sampling_memory import (
+    fit_decode_tiling,
+    plan_sampling,
+    text_encoders_on_device,
+    transformer_on_device,
+)
+from ..pipelines.video.video_io import read_video_frames, write_mp4
 
 log = logging.getLogger("hunyuan_video_suite")
 

@@ -2,12 +2,11 @@
 
 import pytest
 import torch
-
 from conftest import node_function as _node
 from hunyuan_video_suite.nodes import NODE_CLASS_MAPPINGS
-from hunyuan_video_suite.pipelines import tiny
-from hunyuan_video_suite.pipelines.custom import CUSTOM_NEGATIVE_PROMPT
-from hunyuan_video_suite.pipelines.tiny_transformer import save_transformer, tiny_transformer
+from hunyuan_video_suite.pipelines.demo import tiny
+from hunyuan_video_suite.pipelines.demo.tiny_transformer import save_transformer, tiny_transformer
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.custom import CUSTOM_NEGATIVE_PROMPT
 
 SAMPLER_DEFAULTS = {"num_frames": 129, "steps": 30, "cfg": 7.5, "flow_shift": 13.0, "ip_cfg_scale": 0.0,
                     "step_cache": True, "cfg_batching": "auto"}

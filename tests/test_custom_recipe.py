@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-
-from hunyuan_video_suite.pipelines import tiny
-from hunyuan_video_suite.pipelines.custom import (
+from hunyuan_video_suite.pipelines.demo import tiny
+from hunyuan_video_suite.pipelines.demo.tiny_transformer import tiny_transformer
+from hunyuan_video_suite.pipelines.denoise.flow_matching import SamplingSettings
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.custom import (
     CACHED_STEPS,
     CustomRequest,
     ReferenceTokens,
@@ -13,14 +14,20 @@ from hunyuan_video_suite.pipelines.custom import (
     prepare_custom,
     sample_posterior,
 )
-from hunyuan_video_suite.pipelines.custom_prompt import CUSTOM_NEGATIVE_PROMPT, custom_text, encode_custom_prompts
-from hunyuan_video_suite.pipelines.prompt_encoding import MAX_PROMPT_TOKENS, T2V_TEMPLATE, template_crop_start
-from hunyuan_video_suite.pipelines.sampling import SamplingSettings
-from hunyuan_video_suite.pipelines.t2v import T2VRequest, generate_t2v
-from hunyuan_video_suite.pipelines.tiny_transformer import tiny_transformer
-from hunyuan_video_suite.pipelines.transformer_loading import LoadedTransformer
-from hunyuan_video_suite.pipelines.vae_loading import vae_constants
-from hunyuan_video_suite.pipelines.vision_loading import vision_constants
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.custom_prompt import (
+    CUSTOM_NEGATIVE_PROMPT,
+    custom_text,
+    encode_custom_prompts,
+)
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.prompt_encoding import (
+    MAX_PROMPT_TOKENS,
+    T2V_TEMPLATE,
+    template_crop_start,
+)
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.t2v import T2VRequest, generate_t2v
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import LoadedTransformer
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.vae_loading import vae_constants
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.vision_loading import vision_constants
 
 PROMPT = "A cat walks on the beach at sunset."
 RED = torch.tensor([0.8, 0.2, 0.1])

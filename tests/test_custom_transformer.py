@@ -2,12 +2,15 @@
 
 import pytest
 import torch
-from diffusers import HunyuanVideoTransformer3DModel
-
 from authors_custom_reference import AuthorsCustomModel
-from hunyuan_video_suite.pipelines.custom_transformer import CustomTransformer, LastBlockCache, token_positions
-from hunyuan_video_suite.pipelines.transformer_keys import diffusers_to_authors
-from hunyuan_video_suite.pipelines.transformer_loading import rope_axes_for
+from diffusers import HunyuanVideoTransformer3DModel
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.custom_transformer import (
+    CustomTransformer,
+    LastBlockCache,
+    token_positions,
+)
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_keys import diffusers_to_authors
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import rope_axes_for
 
 HEADS, HEAD_DIM, TEXT_DIM, POOLED_DIM, CHANNELS = 2, 10, 24, 12, 4
 

@@ -7,17 +7,16 @@ import textwrap
 
 import pytest
 import torch
-
 from conftest import PACK_ROOT
-from hunyuan_video_suite.pipelines.fp8_linear import (
+from hunyuan_video_suite.pipelines.demo.tiny_transformer import save_transformer, tiny_transformer
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import load_transformer
+from hunyuan_video_suite.pipelines.weights.fp8_linear import (
     ScaledFp8Linear,
     dequantize_fp8,
     fp8_matmul_available,
     quantize_fp8,
     set_fp8_compute,
 )
-from hunyuan_video_suite.pipelines.tiny_transformer import save_transformer, tiny_transformer
-from hunyuan_video_suite.pipelines.transformer_loading import load_transformer
 
 
 def _inputs(model, seed=0, frames=2, size=4):
@@ -108,7 +107,7 @@ LOAD_SCRIPT = textwrap.dedent(
     import json, sys
     sys.path.insert(0, {tests!r})
     import conftest, torch, psutil
-    from hunyuan_video_suite.pipelines.transformer_loading import load_transformer
+    from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import load_transformer
     import diffusers.models.transformers.transformer_hunyuan_video  # imports before the baseline
     def status(field):  # VmHWM: this process's peak RSS (ru_maxrss survives exec); RssFile: mapped file pages
         return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) * 1024
@@ -134,8 +133,7 @@ def test_loader_never_holds_a_second_copy_of_the_file(tmp_path, fp8, dtype):
     weights kept bf16 (plus libraries loaded meanwhile), and the peak stays within 64 MB beyond the
     file (it was 1.6-2.5x the file with every weight read through the map)."""
     from diffusers import HunyuanVideoTransformer3DModel
-
-    from hunyuan_video_suite.pipelines.transformer_loading import rope_axes_for
+    from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import rope_axes_for
 
     wide = HunyuanVideoTransformer3DModel(
         in_channels=16, out_channels=16, num_attention_heads=8, attention_head_dim=128, num_layers=1,
@@ -163,8 +161,8 @@ def test_loader_never_holds_a_second_copy_of_the_file(tmp_path, fp8, dtype):
 
 
 def test_llava_llama3_fp8_file_stays_fp8_and_encodes_like_its_dequantized_form(tmp_path):
-    from hunyuan_video_suite.pipelines import tiny
-    from hunyuan_video_suite.pipelines.text_encoder_loading import llama_from_file
+    from hunyuan_video_suite.pipelines.demo import tiny
+    from hunyuan_video_suite.pipelines.hunyuan_video_13b.text_encoder_loading import llama_from_file
 
     encoders = tiny.tiny_text_encoders(seed=3)
     paths = tiny.save_text_encoders(encoders, tmp_path, layout="comfy", fp8=True)

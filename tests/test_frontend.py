@@ -24,7 +24,6 @@ import os
 import re
 
 import pytest
-
 from comfy_check import samples
 from comfy_check.browser import CHROMIUM
 from comfy_check.framing import WINDOW

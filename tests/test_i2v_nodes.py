@@ -2,13 +2,12 @@
 
 import pytest
 import torch
-
 from conftest import node_function as _node
 from hunyuan_video_suite.nodes import NODE_CLASS_MAPPINGS
-from hunyuan_video_suite.pipelines import tiny
-from hunyuan_video_suite.pipelines.checkpoints import CheckpointError
-from hunyuan_video_suite.pipelines.image_prompt import MissingVisionError
-from hunyuan_video_suite.pipelines.tiny_transformer import save_transformer, tiny_transformer
+from hunyuan_video_suite.pipelines.demo import tiny
+from hunyuan_video_suite.pipelines.demo.tiny_transformer import save_transformer, tiny_transformer
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.image_prompt import MissingVisionError
+from hunyuan_video_suite.pipelines.weights.checkpoints import CheckpointError
 
 FILES = {
     "i2v_v1": "hunyuan_video_image_to_video_720p_bf16.safetensors",
@@ -95,9 +94,9 @@ def test_sizes_are_checked_when_comfyui_validates_the_prompt():
 
 
 def test_vision_file_and_llava_folder_read_images_alike(tmp_path):
-    from hunyuan_video_suite.pipelines.image_prompt import image_tokens, vision_pixels
-    from hunyuan_video_suite.pipelines.text_encoder_loading import load_text_encoders_from_folder
-    from hunyuan_video_suite.pipelines.vision_loading import load_vision
+    from hunyuan_video_suite.pipelines.hunyuan_video_13b.image_prompt import image_tokens, vision_pixels
+    from hunyuan_video_suite.pipelines.hunyuan_video_13b.text_encoder_loading import load_text_encoders_from_folder
+    from hunyuan_video_suite.pipelines.hunyuan_video_13b.vision_loading import load_vision
 
     encoders = tiny.tiny_text_encoders(seed=1, llava=True)
     picture = torch.rand(2, 40, 50, 3, generator=torch.Generator().manual_seed(1))

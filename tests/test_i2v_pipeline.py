@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoImageToVideoPipeline
-from PIL import Image
-
-from hunyuan_video_suite.pipelines import i2v, tiny
-from hunyuan_video_suite.pipelines.decoding import TilingOptions, decode_latents
-from hunyuan_video_suite.pipelines.i2v import I2VRequest, generate_i2v, prepare_i2v
-from hunyuan_video_suite.pipelines.image_prompt import (
+from hunyuan_video_suite.pipelines.demo import tiny
+from hunyuan_video_suite.pipelines.demo.tiny_transformer import tiny_transformer
+from hunyuan_video_suite.pipelines.denoise.flow_matching import initial_noise
+from hunyuan_video_suite.pipelines.hunyuan_video_13b import i2v
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.i2v import I2VRequest, generate_i2v, prepare_i2v
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.image_prompt import (
     I2V_TEMPLATE,
     IMAGE_TOKEN,
     MissingVisionError,
@@ -18,10 +18,10 @@ from hunyuan_video_suite.pipelines.image_prompt import (
     image_processor,
     to_uint8_images,
 )
-from hunyuan_video_suite.pipelines.prompt_encoding import template_crop_start
-from hunyuan_video_suite.pipelines.sampling import initial_noise
-from hunyuan_video_suite.pipelines.tiny_transformer import tiny_transformer
-from hunyuan_video_suite.pipelines.transformer_loading import LoadedTransformer
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.prompt_encoding import template_crop_start
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import LoadedTransformer
+from hunyuan_video_suite.pipelines.video.decoding import DROP_FRAMES_KEY, TilingOptions, decode_latents
+from PIL import Image
 
 PROMPT = "a cat walks on the beach"
 NEGATIVE = "blurry, static"
@@ -100,7 +100,7 @@ def test_latents_and_frames_match_diffusers(encoders, vae, image, variant, cfg):
 
     video = pipe(**kwargs, generator=torch.Generator().manual_seed(5), output_type="pt").frames
     frames = decode_latents(vae, latent["samples"], TilingOptions(spatial=False, temporal=False))
-    frames = frames[:, latent.get(i2v.DROP_FRAMES_KEY, 0):]
+    frames = frames[:, latent.get(DROP_FRAMES_KEY, 0):]
     assert frames.shape[1] == (FRAMES - 4 if variant == "i2v_v1" else FRAMES)  # the authors drop v1's first 4
     torch.testing.assert_close(frames, video.permute(0, 1, 3, 4, 2), atol=1e-4, rtol=1e-4)
 
@@ -170,7 +170,7 @@ def test_v1_samples_the_authors_latent_length_and_gives_4_frames_fewer(encoders,
         latent = generate_i2v(_transformer(encoders, "i2v_v1"), conditioning, I2VRequest(num_frames=frames, steps=1))
         assert latent["samples"].shape[2] == (frames - 1) // 4 + 1
         decoded = decode_latents(vae, latent["samples"], TilingOptions(spatial=False, temporal=False))
-        assert decoded[:, latent[i2v.DROP_FRAMES_KEY]:].shape[1] == frames - 4
+        assert decoded[:, latent[DROP_FRAMES_KEY]:].shape[1] == frames - 4
     with pytest.raises(ValueError, match="num_frames must be 5 or more for I2V v1"):
         generate_i2v(_transformer(encoders, "i2v_v1"), conditioning, I2VRequest(num_frames=1, steps=1))
 
@@ -282,7 +282,7 @@ def test_same_seed_same_video(encoders, vae, image):
 
 def test_the_real_vision_file_layout_gives_576_tokens_of_llama_width():
     """ComfyUI's llava_llama3_vision.safetensors layout (SPEC §2) at full size, on the meta device."""
-    from hunyuan_video_suite.pipelines.vision_loading import vision_from_state_dict
+    from hunyuan_video_suite.pipelines.hunyuan_video_13b.vision_loading import vision_from_state_dict
 
     def meta(*shape):
         return torch.empty(*shape, device="meta")
@@ -312,8 +312,8 @@ def test_the_real_vision_file_layout_gives_576_tokens_of_llama_width():
 
 def test_t2v_and_i2v_prompts_are_stripped_as_the_authors_and_custom_is_not(encoders, image):
     """hyvideo/inference.py strips the prompt and the negative prompt; HunyuanCustom's code does not."""
-    from hunyuan_video_suite.pipelines.custom_prompt import encode_custom_prompts
-    from hunyuan_video_suite.pipelines.prompt_encoding import encode_prompt
+    from hunyuan_video_suite.pipelines.hunyuan_video_13b.custom_prompt import encode_custom_prompts
+    from hunyuan_video_suite.pipelines.hunyuan_video_13b.prompt_encoding import encode_prompt
 
     padded = f"  {PROMPT}\n"
     for encode in (lambda text: encode_prompt(encoders, text), lambda text: encode_i2v_prompt(encoders, text, image, 4)):

@@ -2,13 +2,12 @@
 
 import pytest
 import torch
-
 from conftest import node_function as _node
 from hunyuan_video_suite.nodes import NODE_CLASS_MAPPINGS, host
-from hunyuan_video_suite.pipelines import tiny
-from hunyuan_video_suite.pipelines.checkpoints import CheckpointError
-from hunyuan_video_suite.pipelines.tiny_transformer import save_transformer, tiny_transformer
-from hunyuan_video_suite.pipelines.video_io import read_video_frames
+from hunyuan_video_suite.pipelines.demo import tiny
+from hunyuan_video_suite.pipelines.demo.tiny_transformer import save_transformer, tiny_transformer
+from hunyuan_video_suite.pipelines.video.video_io import read_video_frames
+from hunyuan_video_suite.pipelines.weights.checkpoints import CheckpointError
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,14 @@ and the planner's refusal before sampling (with a simulated small GPU)."""
 
 import pytest
 import torch
-
 from conftest import node_function as _node
 from hunyuan_video_suite.nodes import NODE_CLASS_MAPPINGS
-from hunyuan_video_suite.pipelines import sampling_memory, tiny
-from hunyuan_video_suite.pipelines.fp8_linear import ScaledFp8Linear
+from hunyuan_video_suite.pipelines.demo import tiny
+from hunyuan_video_suite.pipelines.demo.tiny_transformer import save_transformer, tiny_transformer
+from hunyuan_video_suite.pipelines.memory import sampling_memory
+from hunyuan_video_suite.pipelines.memory.vram_planner import DoesNotFit, GiB
 from hunyuan_video_suite.pipelines.prompt_cache import PROMPTS
-from hunyuan_video_suite.pipelines.tiny_transformer import save_transformer, tiny_transformer
-from hunyuan_video_suite.pipelines.vram_planner import GiB, DoesNotFit
+from hunyuan_video_suite.pipelines.weights.fp8_linear import ScaledFp8Linear
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +69,9 @@ def test_a_request_that_cannot_fit_is_refused_before_sampling(parts, monkeypatch
 
 
 def test_cli_exposes_the_same_choices(capsys):
-    from hunyuan_video_suite.pipelines import render_options
-    from hunyuan_video_suite.pipelines.offload import parse_offload
-    from hunyuan_video_suite.pipelines.transformer_loading import WEIGHT_DTYPES
+    from hunyuan_video_suite.pipelines.cli import options as render_options
+    from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import WEIGHT_DTYPES
+    from hunyuan_video_suite.pipelines.memory.offload import parse_offload
 
     parser = render_options.build_parser("render", "")
     args = parser.parse_args(["--offload", "12", "--weight-dtype", "fp8_e4m3fn", "--fp8-matmul", "auto"])

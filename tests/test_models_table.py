@@ -6,7 +6,6 @@ import json
 from urllib.parse import urlsplit
 
 import pytest
-
 from comfy_check import models_table
 from comfy_check.frontend_server import MODEL_FOLDERS
 from comfy_check.object_info import core_object_info, full_object_info, manifest_files, model_folders, model_inputs

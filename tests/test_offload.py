@@ -9,14 +9,21 @@ import contextlib
 import pytest
 import torch
 from diffusers import HunyuanVideoTransformer3DModel
-
-from hunyuan_video_suite.pipelines.fp8_linear import quantize_linears
-from hunyuan_video_suite.pipelines.offload import (
-    BlockOffloader, MemoryOptions, _OffloadedBlock, model_on_device, parse_offload,
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.prompt_encoding import TextEmbeds
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.t2v import T2VRequest, generate_t2v
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import (
+    BLOCK_CONTAINERS,
+    LoadedTransformer,
+    rope_axes_for,
 )
-from hunyuan_video_suite.pipelines.prompt_encoding import TextEmbeds
-from hunyuan_video_suite.pipelines.t2v import T2VRequest, generate_t2v
-from hunyuan_video_suite.pipelines.transformer_loading import BLOCK_CONTAINERS, LoadedTransformer, rope_axes_for
+from hunyuan_video_suite.pipelines.memory.offload import (
+    BlockOffloader,
+    MemoryOptions,
+    _OffloadedBlock,
+    model_on_device,
+    parse_offload,
+)
+from hunyuan_video_suite.pipelines.weights.fp8_linear import quantize_linears
 
 
 def _model(fp8=False):
@@ -66,7 +73,7 @@ def test_compiled_blocks_run_offloaded():
     """The offload hooks stay out of the compiled block graphs, so compile and offload combine."""
     import dataclasses
 
-    from hunyuan_video_suite.pipelines.speed import SpeedOptions
+    from hunyuan_video_suite.pipelines.speed.options import SpeedOptions
 
     transformer = _model()
     reference, _ = _sample(transformer, None)
@@ -118,8 +125,8 @@ def test_offload_choice_is_checked():
 
 
 def test_planned_offload_with_token_chunks_gives_the_resident_latents():
-    from hunyuan_video_suite.pipelines.sampling_memory import transformer_on_device
-    from hunyuan_video_suite.pipelines.vram_planner import Plan
+    from hunyuan_video_suite.pipelines.memory.sampling_memory import transformer_on_device
+    from hunyuan_video_suite.pipelines.memory.vram_planner import Plan
 
     transformer = _model()
     reference, _ = _sample(transformer, None)
@@ -133,11 +140,15 @@ def test_planned_offload_with_token_chunks_gives_the_resident_latents():
 
 
 def test_text_encoder_layers_are_streamed_when_they_do_not_fit():
-    from hunyuan_video_suite.pipelines import tiny
-    from hunyuan_video_suite.pipelines.prompt_encoding import encode_prompt
-    from hunyuan_video_suite.pipelines.sampling_memory import LLM_CONTAINERS, text_encoders_on_device
-    from hunyuan_video_suite.pipelines.vram_planner import (
-        ENCODER_ACTIVATION_FACTOR, ENCODER_TOKENS, RESERVE, ModelFacts, plan_resident_layers,
+    from hunyuan_video_suite.pipelines.demo import tiny
+    from hunyuan_video_suite.pipelines.hunyuan_video_13b.prompt_encoding import encode_prompt
+    from hunyuan_video_suite.pipelines.memory.sampling_memory import LLM_CONTAINERS, text_encoders_on_device
+    from hunyuan_video_suite.pipelines.memory.vram_planner import (
+        ENCODER_ACTIVATION_FACTOR,
+        ENCODER_TOKENS,
+        RESERVE,
+        ModelFacts,
+        plan_resident_layers,
     )
 
     encoders = tiny.tiny_text_encoders(seed=2)
@@ -237,7 +248,7 @@ def test_a_block_the_step_cache_skips_is_never_copied(preset):
     offloaded, copies follow the calls that ran; at most one prefetched block waits for the next call."""
     import dataclasses
 
-    from hunyuan_video_suite.pipelines.speed import SpeedOptions
+    from hunyuan_video_suite.pipelines.speed.options import SpeedOptions
 
     transformer = dataclasses.replace(_model(), speed=SpeedOptions(cache=preset, cache_threshold=1e9))
     steps = 6

@@ -7,17 +7,17 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import PACK_ROOT
-from hunyuan_video_suite.pipelines import render_options, tiny
-from hunyuan_video_suite.pipelines.render import DEMO_NOTICE, main
-from hunyuan_video_suite.pipelines.attention import BACKENDS
-from hunyuan_video_suite.pipelines.rope import RIFLEX_CHOICES
-from hunyuan_video_suite.pipelines.step_cache import CACHE_PRESETS
-from hunyuan_video_suite.pipelines.t2v import MAX_SEED
-from hunyuan_video_suite.pipelines.tiny_transformer import save_transformer, tiny_transformer
-from hunyuan_video_suite.pipelines.transformer_loading import DTYPES
-from hunyuan_video_suite.pipelines.video_io import read_video_frames
+from hunyuan_video_suite.pipelines.cli import options as render_options
+from hunyuan_video_suite.pipelines.cli.render import DEMO_NOTICE, main
+from hunyuan_video_suite.pipelines.demo import tiny
+from hunyuan_video_suite.pipelines.demo.tiny_transformer import save_transformer, tiny_transformer
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.rope import RIFLEX_CHOICES
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.t2v import MAX_SEED
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import DTYPES
+from hunyuan_video_suite.pipelines.speed.attention import BACKENDS
+from hunyuan_video_suite.pipelines.speed.step_cache import CACHE_PRESETS
+from hunyuan_video_suite.pipelines.video.video_io import read_video_frames
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,14 @@ import math
 
 import pytest
 import torch
-
-from hunyuan_video_suite.pipelines import tiny
-from hunyuan_video_suite.pipelines.custom import CustomRequest, generate_custom, prepare_custom
-from hunyuan_video_suite.pipelines.i2v import I2VRequest, generate_i2v, prepare_i2v
-from hunyuan_video_suite.pipelines.prompt_encoding import encode_prompt
-from hunyuan_video_suite.pipelines.rope import RiflexRotaryPosEmbed, riflex_index, riflex_rope
-from hunyuan_video_suite.pipelines.t2v import T2VRequest, generate_t2v
-from hunyuan_video_suite.pipelines.tiny_transformer import tiny_transformer
-from hunyuan_video_suite.pipelines.transformer_loading import LoadedTransformer
+from hunyuan_video_suite.pipelines.demo import tiny
+from hunyuan_video_suite.pipelines.demo.tiny_transformer import tiny_transformer
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.custom import CustomRequest, generate_custom, prepare_custom
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.i2v import I2VRequest, generate_i2v, prepare_i2v
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.prompt_encoding import encode_prompt
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.rope import RiflexRotaryPosEmbed, riflex_index, riflex_rope
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.t2v import T2VRequest, generate_t2v
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import LoadedTransformer
 
 LONG, SHORT = 197, 189  # latent frames 50 and 48; the authors switch RIFLEx on above 192 frames
 

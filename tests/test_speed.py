@@ -6,17 +6,16 @@ import logging
 import pytest
 import torch
 from diffusers.models.transformers import transformer_hunyuan_video
+from hunyuan_video_suite.pipelines.demo import tiny
+from hunyuan_video_suite.pipelines.demo.tiny_transformer import tiny_transformer
+from hunyuan_video_suite.pipelines.denoise.flow_matching import SamplingSettings, denoise, initial_noise
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.prompt_encoding import encode_prompt
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.t2v import T2VRequest, generate_t2v
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import LoadedTransformer
+from hunyuan_video_suite.pipelines.speed.attention import MaskFreeAttention, choose_backend
+from hunyuan_video_suite.pipelines.speed.options import SpeedOptions, open_speed
+from hunyuan_video_suite.pipelines.speed.step_cache import THRESHOLD_PRESETS
 from torch.overrides import TorchFunctionMode
-
-from hunyuan_video_suite.pipelines import tiny
-from hunyuan_video_suite.pipelines.attention import MaskFreeAttention, choose_backend
-from hunyuan_video_suite.pipelines.prompt_encoding import encode_prompt
-from hunyuan_video_suite.pipelines.sampling import SamplingSettings, denoise, initial_noise
-from hunyuan_video_suite.pipelines.speed import SpeedOptions, open_speed
-from hunyuan_video_suite.pipelines.step_cache import THRESHOLD_PRESETS
-from hunyuan_video_suite.pipelines.t2v import T2VRequest, generate_t2v
-from hunyuan_video_suite.pipelines.tiny_transformer import tiny_transformer
-from hunyuan_video_suite.pipelines.transformer_loading import LoadedTransformer
 
 TEXT_DIM, POOLED_DIM, LATENT = 16, 12, 4
 TEXT_TOKENS = 32
@@ -112,7 +111,7 @@ def test_trimmed_attention_equals_masked_attention(variant, case, monkeypatch):
 
 
 def test_an_installed_kernel_that_fails_its_test_call_falls_back_with_a_notice(monkeypatch, caplog):
-    from hunyuan_video_suite.pipelines import attention
+    from hunyuan_video_suite.pipelines.speed import attention
 
     if torch.cuda.is_available():
         pytest.skip("on a real GPU the test call would reach a real kernel")
@@ -129,7 +128,7 @@ def test_an_installed_kernel_that_fails_its_test_call_falls_back_with_a_notice(m
 def test_a_masked_call_never_reaches_a_kernel_that_takes_no_mask(monkeypatch):
     """With FlashAttention or SageAttention installed on the blocks, a call that still carries a mask
     (no lengths given, e.g. a row with no valid token) runs diffusers' masked path on SDPA."""
-    from hunyuan_video_suite.pipelines.attention import AttentionChoice
+    from hunyuan_video_suite.pipelines.speed.attention import AttentionChoice
 
     model = _model("t2v")
     inputs = _inputs(model, [_prefix(6), _prefix(13)])

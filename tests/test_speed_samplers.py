@@ -5,13 +5,12 @@ import dataclasses
 
 import pytest
 import torch
-
-from hunyuan_video_suite.pipelines import tiny
-from hunyuan_video_suite.pipelines.custom import CustomRequest, generate_custom, prepare_custom
-from hunyuan_video_suite.pipelines.i2v import I2VRequest, generate_i2v, prepare_i2v
-from hunyuan_video_suite.pipelines.speed import SpeedOptions
-from hunyuan_video_suite.pipelines.tiny_transformer import tiny_transformer
-from hunyuan_video_suite.pipelines.transformer_loading import LoadedTransformer
+from hunyuan_video_suite.pipelines.demo import tiny
+from hunyuan_video_suite.pipelines.demo.tiny_transformer import tiny_transformer
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.custom import CustomRequest, generate_custom, prepare_custom
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.i2v import I2VRequest, generate_i2v, prepare_i2v
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import LoadedTransformer
+from hunyuan_video_suite.pipelines.speed.options import SpeedOptions
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +71,8 @@ def test_the_custom_schedule_and_a_speed_cache_are_not_stacked(encoders, vae, pi
 
 @pytest.mark.parametrize("variant", ["i2v_v1", "i2v_v2", "custom"])
 def test_offloaded_blocks_give_the_resident_result_in_the_image_samplers(encoders, vae, picture, variant):
-    from hunyuan_video_suite.pipelines.offload import model_on_device
-    from hunyuan_video_suite.pipelines.transformer_loading import BLOCK_CONTAINERS
+    from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import BLOCK_CONTAINERS
+    from hunyuan_video_suite.pipelines.memory.offload import model_on_device
 
     torch.manual_seed(0)
     resident = _sample(encoders, vae, picture, variant, SpeedOptions())

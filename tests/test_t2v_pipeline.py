@@ -3,12 +3,15 @@
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
-
-from hunyuan_video_suite.pipelines import tiny
-from hunyuan_video_suite.pipelines.decoding import TilingOptions, configure_tiling, decode_latents
-from hunyuan_video_suite.pipelines.prompt_encoding import T2V_TEMPLATE, encode_prompt, template_crop_start
-from hunyuan_video_suite.pipelines.t2v import T2VRequest, generate_t2v
-from hunyuan_video_suite.pipelines.tiny_transformer import tiny_transformer
+from hunyuan_video_suite.pipelines.demo import tiny
+from hunyuan_video_suite.pipelines.demo.tiny_transformer import tiny_transformer
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.prompt_encoding import (
+    T2V_TEMPLATE,
+    encode_prompt,
+    template_crop_start,
+)
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.t2v import T2VRequest, generate_t2v
+from hunyuan_video_suite.pipelines.video.decoding import TilingOptions, configure_tiling, decode_latents
 
 PROMPT = "a red fox runs through fresh snow"
 NEGATIVE = "blurry, static"
@@ -135,7 +138,7 @@ def test_cfg_without_negative_is_refused(components):
 
 
 def test_image_to_video_transformers_are_refused(components):
-    from hunyuan_video_suite.pipelines.transformer_loading import LoadedTransformer
+    from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import LoadedTransformer
 
     encoders, vae, _ = components
     i2v = tiny_transformer(encoders.llm.config.hidden_size, encoders.clip.config.hidden_size,

@@ -6,19 +6,18 @@ import json
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-
 from conftest import SHARED
-from hunyuan_video_suite.pipelines.checkpoints import CheckpointError
-from hunyuan_video_suite.pipelines.text_encoder_loading import (
+from hunyuan_video_suite.pipelines.demo.tiny import save_text_encoders, save_vae, tiny_text_encoders, tiny_vae
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.text_encoder_loading import (
     clip_from_state_dict,
     find_comfy_tokenizers,
     llama_from_state_dict,
     load_text_encoders_from_files,
     load_text_encoders_from_folder,
 )
-from hunyuan_video_suite.pipelines.tiny import save_text_encoders, save_vae, tiny_text_encoders, tiny_vae
+from hunyuan_video_suite.pipelines.weights.checkpoints import CheckpointError
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 LAYOUTS = json.loads((SHARED / "comfy" / "checkpoint_layouts.json").read_text())["files"]
 PROMPTS = ["A cat walks on the beach at sunset.", "A red car"]

@@ -2,10 +2,9 @@
 
 import torch
 from diffusers import HunyuanVideoTransformer3DModel
-
-from hunyuan_video_suite.pipelines import token_chunking
-from hunyuan_video_suite.pipelines.live_bytes import PeakTensorBytes
-from hunyuan_video_suite.pipelines.transformer_loading import rope_axes_for
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import rope_axes_for
+from hunyuan_video_suite.pipelines.memory import token_chunking
+from hunyuan_video_suite.pipelines.memory.live_bytes import PeakTensorBytes
 
 
 def _model():

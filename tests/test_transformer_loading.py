@@ -5,14 +5,17 @@ import json
 
 import pytest
 import torch
-from diffusers import HunyuanVideoTransformer3DModel
-from safetensors.torch import save_file
-
 from conftest import SHARED
-from hunyuan_video_suite.pipelines.checkpoints import CheckpointError
-from hunyuan_video_suite.pipelines.tiny_transformer import save_transformer, tiny_transformer
-from hunyuan_video_suite.pipelines.transformer_keys import authors_to_diffusers
-from hunyuan_video_suite.pipelines.transformer_loading import derive_config, detect_variant, load_transformer
+from diffusers import HunyuanVideoTransformer3DModel
+from hunyuan_video_suite.pipelines.demo.tiny_transformer import save_transformer, tiny_transformer
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_keys import authors_to_diffusers
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import (
+    derive_config,
+    detect_variant,
+    load_transformer,
+)
+from hunyuan_video_suite.pipelines.weights.checkpoints import CheckpointError
+from safetensors.torch import save_file
 
 LAYOUTS = json.loads((SHARED / "comfy" / "checkpoint_layouts.json").read_text())["files"]
 REAL_FILES = {

@@ -5,18 +5,17 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from conftest import SHARED
-from hunyuan_video_suite.pipelines.checkpoints import CheckpointError
-from hunyuan_video_suite.pipelines.tiny import save_vae, tiny_vae
-from hunyuan_video_suite.pipelines.vae_loading import (
+from hunyuan_video_suite.pipelines.demo.tiny import save_vae, tiny_vae
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.vae_loading import (
     comfy_to_diffusers_vae,
     detect_vae_layout,
     diffusers_to_comfy_vae,
     load_vae,
     vae_from_state_dict,
 )
+from hunyuan_video_suite.pipelines.weights.checkpoints import CheckpointError
+from safetensors.torch import save_file
 
 LAYOUTS = json.loads((SHARED / "comfy" / "checkpoint_layouts.json").read_text())["files"]
 

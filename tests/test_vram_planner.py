@@ -5,21 +5,24 @@ import json
 
 import pytest
 import torch
-from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoTransformer3DModel
-
 from conftest import SHARED
-from hunyuan_video_suite.pipelines.fp8_linear import quantize_linears
-from hunyuan_video_suite.pipelines.live_bytes import FusedAttentionStandIn, PeakTensorBytes
-from hunyuan_video_suite.pipelines.transformer_loading import BLOCK_CONTAINERS, derive_config, rope_axes_for
-from hunyuan_video_suite.pipelines.vram_planner import (
-    GiB,
+from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoTransformer3DModel
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import (
+    BLOCK_CONTAINERS,
+    derive_config,
+    rope_axes_for,
+)
+from hunyuan_video_suite.pipelines.memory.live_bytes import FusedAttentionStandIn, PeakTensorBytes
+from hunyuan_video_suite.pipelines.memory.vram_planner import (
     VAE_BYTES_PER_OUTPUT_VOXEL,
     DoesNotFit,
+    GiB,
     ModelFacts,
     Request,
     activation_bytes,
     plan_memory,
 )
+from hunyuan_video_suite.pipelines.weights.fp8_linear import quantize_linears
 
 LAYOUT = json.loads((SHARED / "comfy" / "checkpoint_layouts.json").read_text())["files"]["hunyuan_video_t2v_720p_bf16"]
 CARDS_GB = (8, 12, 16, 24, 80)
@@ -138,9 +141,9 @@ def test_vae_constant_matches_the_real_vae_on_meta():
 def test_decode_tiles_shrink_to_the_free_memory_and_never_grow():
     """At decode time the spatial tile is lowered to the largest that fits the free memory; a tiling
     that already fits, or a card with room, keeps the user's choice."""
-    from hunyuan_video_suite.pipelines.decoding import TilingOptions
-    from hunyuan_video_suite.pipelines.sampling_memory import fit_decode_tiling
-    from hunyuan_video_suite.pipelines.vram_planner import decode_bytes
+    from hunyuan_video_suite.pipelines.memory.sampling_memory import fit_decode_tiling
+    from hunyuan_video_suite.pipelines.memory.vram_planner import decode_bytes
+    from hunyuan_video_suite.pipelines.video.decoding import TilingOptions
 
     vae = torch.nn.Linear(1000, 1000)  # only its weight bytes matter here
     vae_bytes = sum(p.numel() * p.element_size() for p in vae.parameters())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from comfy_check.framing import CANVAS_AREA, MIN_SCALE, Rect, best_view, framing_problems, node_boxes, workflow_problems
 from comfy_check.validator import is_api_format
 from conftest import PACK_ROOT

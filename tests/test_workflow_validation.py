@@ -10,7 +10,6 @@ import copy
 import json
 
 import pytest
-
 from comfy_check import samples
 from comfy_check.object_info import (
     core_object_info,

@@ -1,0 +1,1 @@
+"""Nodes every local family uses: memory and speed options, decoding."""

@@ -1,0 +1,239 @@
+"""The render command's options, and the checks that run before anything is loaded.
+
+Only the standard library is imported at the top, so `--help` and a mistyped option answer at once;
+the weight-file checks import the (torch-based) checkpoint readers when they run. Every problem is
+reported as one line naming the option and what it allows, with exit status 2 (argparse's usage error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")  # H.264 in any of these containers
+DTYPE_CHOICES = ("bf16", "fp16", "fp32")  # = transformer_loading.DTYPES (a test keeps them equal)
+VARIANT_CHOICES = ("auto", "t2v")  # what renders from text alone (Custom needs its reference image)
+WEIGHT_DTYPE_CHOICES = ("auto", *DTYPE_CHOICES, "fp8_e4m3fn")  # = transformer_loading.WEIGHT_DTYPES
+ATTENTION_CHOICES = ("masked", "auto", "sdpa", "sage", "flash")  # = attention.BACKENDS (a test keeps them equal)
+CACHE_CHOICES = ("off", "first_block", "teacache", "teacache_fast")  # = step_cache.CACHE_PRESETS
+RIFLEX_CHOICES = ("auto", "off")  # = rope.RIFLEX_CHOICES (a test keeps them equal)
+MAX_SEED = 2**64 - 1  # = t2v.MAX_SEED
+DEFAULT_OUTPUT = "outputs/hunyuan_video.mp4"
+DEMO_DEFAULTS = {"width": 128, "height": 128, "frames": 9, "steps": 4}
+MODEL_DEFAULTS = {"width": 960, "height": 544, "frames": 129, "steps": 50}
+DEFAULT_DTYPE = "bf16"
+FILE_OPTIONS = ("transformer", "vae", "llm", "clip", "tokenizers")
+
+# What each weight-file option must hold, as checkpoint_kinds.guess_checkpoint_kind names it.
+EXPECTED_KINDS = {
+    "transformer": ({"a HunyuanVideo transformer"}, "a HunyuanVideo transformer in the authors' layout, or a diffusers folder"),
+    "vae": ({"a HunyuanVideo VAE (authors'/diffusers layout)", "a VAE in ComfyUI's layout"},
+            "the HunyuanVideo VAE (e.g. hunyuan_video_vae_bf16.safetensors), or a diffusers vae folder"),
+    "llm": ({"a Llama language model", "a LLaVA vision tower"}, "a Llama-3 text encoder (e.g. llava_llama3_fp8_scaled.safetensors)"),
+    "clip": ({"a CLIP text encoder"}, "a CLIP-L text encoder (e.g. clip_l.safetensors)"),
+}
+
+
+class OptionParser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (no usage block) with status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(kind, low, high, allowed: str, multiple: int = 1, offset: int = 0):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+        if not low <= value <= high or (kind is int and (value - offset) % multiple):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+
+    return parse
+
+
+def build_parser(prog: str, description: str) -> OptionParser:
+    p = OptionParser(prog=prog, description=description)
+    demo, model = DEMO_DEFAULTS, MODEL_DEFAULTS
+
+    def sized(name):
+        return f"(default: {model[name]} with a model, {demo[name]} for the demo)"
+
+    out = p.add_argument_group("output")
+    out.add_argument("--output", default=DEFAULT_OUTPUT, help=f"video file to write, {'/'.join(VIDEO_SUFFIXES)}; "
+                     f"written under a temporary name and renamed when complete (default: {DEFAULT_OUTPUT})")
+    out.add_argument("--fps", type=_number(float, 1, 120, "a frame rate from 1 to 120"), default=24.0,
+                     help="frame rate of the video, 1-120 (default: 24)")
+
+    models = p.add_argument_group("model (none given: a tiny random-weight demo model on the CPU)")
+    models.add_argument("--diffusers", metavar="FOLDER", help="a diffusers-format HunyuanVideo folder with every component")
+    models.add_argument("--transformer", metavar="PATH", help="transformer .safetensors (authors' layout) or diffusers folder")
+    models.add_argument("--vae", metavar="PATH", help="VAE .safetensors (either layout) or diffusers vae folder")
+    models.add_argument("--llm", metavar="FILE", help="Llama-3 text encoder file, e.g. llava_llama3_fp8_scaled.safetensors")
+    models.add_argument("--clip", metavar="FILE", help="CLIP-L text encoder file, e.g. clip_l.safetensors")
+    models.add_argument("--tokenizers", metavar="FOLDER", help="folder with llama_tokenizer/ and clip_tokenizer/ (for --llm/--clip)")
+    models.add_argument("--variant", choices=VARIANT_CHOICES, help="which model the transformer is; auto reads it off "
+                        "the weights (default: auto)")
+    models.add_argument("--dtype", choices=DTYPE_CHOICES, help=f"precision the models run in (default: {DEFAULT_DTYPE})")
+    models.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda when available with a model, cpu for the demo)")
+
+    video = p.add_argument_group("video")
+    video.add_argument("--prompt", default="A cat walks on the grass, realistic style.", help="what the video shows")
+    video.add_argument("--negative-prompt", default="", help="used only with --cfg above 1")
+    size = "a multiple of 16 from 16 to 2048"
+    video.add_argument("--width", type=_number(int, 16, 2048, size, 16), help=f"{size} {sized('width')}")
+    video.add_argument("--height", type=_number(int, 16, 2048, size, 16), help=f"{size} {sized('height')}")
+    frames = "4k+1 from 1 to 257 (1, 5, 9, ..., 129, ...)"
+    video.add_argument("--frames", type=_number(int, 1, 257, frames, 4, 1), help=f"{frames} {sized('frames')}")
+    video.add_argument("--steps", type=_number(int, 1, 200, "a whole number from 1 to 200"), help=f"1-200 {sized('steps')}")
+    video.add_argument("--guidance", type=_number(float, 0, 30, "from 0 to 30"), default=6.0,
+                       help="embedded guidance, 0-30 (default: 6)")
+    video.add_argument("--cfg", type=_number(float, 1, 30, "from 1 (off) to 30"), default=1.0,
+                       help="true CFG scale, 1 (off) to 30; above 1 doubles the time (default: 1)")
+    video.add_argument("--shift", type=_number(float, 0.1, 100, "from 0.1 to 100"), default=7.0,
+                       help="flow shift, 0.1-100 (default: 7)")
+    video.add_argument("--riflex", choices=RIFLEX_CHOICES, default="auto",
+                       help="auto: above 192 frames the temporal RoPE fix of HunyuanVideo-I2V's authors (RIFLEx), so "
+                       "long videos do not loop; off: plain RoPE (default: auto)")
+    video.add_argument("--seed", type=_number(int, 0, MAX_SEED, f"from 0 to {MAX_SEED}"), default=0,
+                       help="noise seed (default: 0)")
+
+    memory = p.add_argument_group("memory")
+    memory.add_argument("--weight-dtype", choices=WEIGHT_DTYPE_CHOICES, default=None,
+                        help="transformer storage: auto keeps fp8 files fp8; fp8_e4m3fn stores a bf16 file's blocks in "
+                        "fp8 (default: auto)")
+    memory.add_argument("--offload", type=_offload, default="auto",
+                        help="auto (the planner decides), off (all on the GPU) or the number of transformer blocks kept "
+                        "on the GPU (default: auto)")
+    memory.add_argument("--fp8-matmul", choices=("off", "auto"), default="off",
+                        help="fp8 matmuls for fp8-stored blocks on GPUs that have them, compute capability 8.9+ "
+                        "(default: off)")
+
+    speed = p.add_argument_group("speed")
+    speed.add_argument("--attention", choices=ATTENTION_CHOICES, default="auto",
+                       help="attention kernel; all but 'masked' trim the prompt padding, same result (default: auto, "
+                       "the fastest exact kernel installed)")
+    speed.add_argument("--cache", choices=CACHE_CHOICES, default="off", help="step cache preset (default: off)")
+    speed.add_argument("--cache-threshold", type=_number(float, 0, 1e9, "0 or more"), default=None,
+                       help="the cache preset's threshold (default: its published value)")
+    speed.add_argument("--compile", action="store_true", help="torch.compile each transformer block (slow first run)")
+    return p
+
+
+def _offload(text: str) -> str | int:
+    """As offload.parse_offload (a test keeps them equal), without importing torch for --help."""
+    value = text.strip().lower()
+    if value in ("auto", "off"):
+        return value
+    if value.isdigit():
+        return int(value)
+    raise argparse.ArgumentTypeError(f"must be auto, off or a number of resident blocks (0 or more), got {text!r}")
+
+
+def check_options(parser: OptionParser, args: argparse.Namespace) -> None:
+    """Everything that needs no model loaded; parser.error() on the first problem."""
+    _check_model_choice(parser, args)
+    _check_output(parser, args.output)
+    if args.diffusers:
+        _check_diffusers_folder(parser, Path(args.diffusers))
+    for option in FILE_OPTIONS:
+        if getattr(args, option):
+            _check_model_path(parser, option, Path(getattr(args, option)), args.variant or "auto")
+
+
+def is_demo(args: argparse.Namespace) -> bool:
+    return not (args.diffusers or args.transformer)
+
+
+def _check_model_choice(parser, args) -> None:
+    given = [name for name in ("vae", "llm", "clip", "tokenizers", "variant", "dtype", "weight_dtype") if getattr(args, name)]
+    if args.diffusers:
+        both = [f"--{name}" for name in FILE_OPTIONS if getattr(args, name)]
+        if both:
+            parser.error(f"--diffusers holds every component: give it alone, not with {', '.join(both)}")
+    elif not args.transformer:
+        if given:
+            parser.error(f"{', '.join('--' + n.replace('_', '-') for n in given)} {'needs' if len(given) == 1 else 'need'} --transformer (or --diffusers); "
+                         "with no model at all the command runs the tiny demo")
+    else:
+        missing = [f"--{name}" for name in FILE_OPTIONS[1:] if not getattr(args, name)]
+        if missing:
+            parser.error(f"--transformer needs --vae --llm --clip --tokenizers too (missing: {', '.join(missing)}), "
+                         "or give --diffusers instead")
+
+
+def _check_output(parser, output: str) -> None:
+    path = Path(output)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        parser.error(f"--output must end in {', '.join(VIDEO_SUFFIXES)}, got {output!r}")
+    if path.is_dir():
+        parser.error(f"--output {output!r} is a folder; name a video file in it")
+    folder = path.parent.absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        parser.error(f"--output: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"--output: cannot write in {existing}")
+
+
+def _check_diffusers_folder(parser, folder: Path) -> None:
+    if not folder.is_dir():
+        parser.error(f"--diffusers: {folder} is not a folder")
+    lacking = [name for name in ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+               if not (folder / name).is_dir()]
+    if lacking:
+        parser.error(f"--diffusers: {folder} lacks {', '.join(n + '/' for n in lacking)}; expected a diffusers "
+                     "HunyuanVideo folder")
+
+
+def _check_model_path(parser, option: str, path: Path, variant: str) -> None:
+    if not path.exists():
+        parser.error(f"--{option}: {path} does not exist")
+    if option == "tokenizers":
+        lacking = [name for name in ("llama_tokenizer", "clip_tokenizer") if not (path / name).is_dir()]
+        if lacking:
+            parser.error(f"--tokenizers: {path} must be a folder holding llama_tokenizer/ and clip_tokenizer/")
+        return
+    expected = EXPECTED_KINDS[option][1]
+    if path.is_dir():
+        sub = {"transformer": "transformer", "vae": "vae"}.get(option)
+        if sub is None or not ((path / "config.json").is_file() or (path / sub / "config.json").is_file()):
+            parser.error(f"--{option}: {path} is a folder without a config.json; expected {expected}")
+        return
+    from ..weights.checkpoints import PICKLE_SUFFIXES
+
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        return  # no header to read; checked when it loads (weights_only)
+    if suffix != ".safetensors":
+        parser.error(f"--{option}: {path.name} is not a .safetensors file; expected {expected}")
+    _check_header(parser, option, path, variant)
+
+
+def _check_header(parser, option: str, path: Path, variant: str) -> None:
+    from ..weights.checkpoint_kinds import guess_checkpoint_kind
+    from ..weights.checkpoints import CheckpointError, read_safetensors_header, read_safetensors_metadata, strip_prefix
+
+    kinds, expected = EXPECTED_KINDS[option]
+    try:
+        header = read_safetensors_header(path)
+    except CheckpointError as e:
+        parser.error(f"--{option}: {e}")
+    found = guess_checkpoint_kind(header)
+    if found not in kinds:
+        parser.error(f"--{option}: {path.name} holds {found}; expected {expected}")
+    if option == "transformer":
+        from ..hunyuan_video_13b.transformer_loading import COMFY_PREFIXES, VARIANT_TITLES, detect_variant
+
+        shapes = {k: tuple(v["shape"]) for k, v in strip_prefix(header, COMFY_PREFIXES).items()}
+        try:
+            chosen = variant if variant != "auto" else detect_variant(shapes, path.name, read_safetensors_metadata(path))
+        except (CheckpointError, KeyError) as e:
+            parser.error(f"--transformer: {path.name}: {e}")
+        if chosen not in VARIANT_CHOICES:
+            parser.error(f"--transformer: {path.name} is {VARIANT_TITLES[chosen]}; this command renders "
+                         "text-to-video: give a t2v transformer (image-to-video and HunyuanCustom run in ComfyUI)")
+

@@ -1,0 +1,1 @@
+"""Video: tiled VAE decoding and MP4 in and out. Imports no family."""
