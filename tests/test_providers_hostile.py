@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 
 import httpx
 import numpy as np
@@ -34,7 +35,7 @@ from hunyuan_video_suite.pipelines.providers.netguard import media_client
 from hunyuan_video_suite.pipelines.providers.runner import SYNC_LOST, Outcome
 from hunyuan_video_suite.pipelines.providers.service import JOURNAL_FILE, config_from_env
 from provider_fakes.fixtures import *  # noqa: F401,F403 - fixtures
-from provider_fakes.fixtures import KEYS, Recorder, all_log_text, journal_row, run
+from provider_fakes.fixtures import KEYS, Recorder, all_log_text, journal_row, run, wait_until
 from provider_fakes.server import Reply, make_mp4
 
 NOW = 1_700_000_000.0
@@ -97,18 +98,23 @@ def test_submit_429_is_not_accepted_and_stays_resubmittable(provider_env, data_d
 
 # ----------------------------------------------------------------------------- 2. the job deadline holds everywhere
 
-def test_rate_limit_waits_inside_one_poll_respect_the_deadline(provider_env, data_dir, fast):
+def test_rate_limit_waits_inside_one_poll_respect_the_deadline(provider_env, data_dir, fast, clock, monkeypatch):
     fake = provider_env("fal", queue_polls=0, run_polls=0)
     fast.policy = RetryPolicy(attempts=50, backoff_s=0.01, max_backoff_s=0.02, max_rate_wait_s=30.0)
-    fast.timeout_s = 0.5
     fake.status_glitches = [Reply(429, json={"detail": "slow"}, headers={"retry-after": "20"})] * 50
+    original = RetryPolicy.wait
+
+    def wait(self, response, attempt):  # the job deadline passes during the provider's 20 s wait
+        clock.ahead = fast.timeout_s
+        return original(self, response, attempt)
+
+    monkeypatch.setattr(RetryPolicy, "wait", wait)
     with pytest.raises(E.WaitTimeout) as info:
         run(fal_t2v(), data_dir, fast)
     rid = next(iter(fake.jobs))
     assert rid in str(info.value) and "Queue the same job again to resume" in str(info.value)
     assert len(fake.requests("GET", "/status")) == 1  # gave up inside the one 20 s wait
     fake.status_glitches = []
-    fast.timeout_s = 10
     assert run(fal_t2v(), data_dir, fast).request_id == rid and fake.billed == 1
 
 
@@ -122,17 +128,20 @@ def test_submit_rate_limited_past_the_deadline_bills_nothing(provider_env, data_
     assert journal_row(data_dir, fal_t2v()).phase == J.REJECTED and fake.billed == 0
 
 
-def test_dripping_download_hits_the_deadline_and_resumes(provider_env, media, data_dir, fast):
+def test_dripping_download_hits_the_deadline_and_resumes(provider_env, media, data_dir, fast, clock):
     fake = provider_env("wavespeed", queue_polls=0, run_polls=0)
-    media.style = {"drip_s": 0.2, "chunk": 64}  # minutes for the whole file; no single read ever times out
-    fast.timeout_s = 1.0
+    media.style = {"drip_s": 0.2, "chunk": 64}  # seconds for the whole file; no single read ever times out
+
+    def deadline_passes(text):  # once the download is under way, not after a time the steps before may need
+        if "downloading the video ·" in text:
+            clock.ahead = fast.timeout_s
+
     with pytest.raises(E.WaitTimeout) as info:
-        run(ws_t2v(), data_dir, fast)
+        run(ws_t2v(), data_dir, fast, Recorder(stop_when=deadline_passes))
     rid = next(iter(fake.jobs))
     assert rid in str(info.value) and "downloading" in str(info.value) and "again to resume" in str(info.value)
     assert journal_row(data_dir, ws_t2v()).phase == J.RESULT and not parts(data_dir)
     media.style = {}
-    fast.timeout_s = 10
     outcome = run(ws_t2v(), data_dir, fast)
     assert outcome.resumed and outcome.video_path.read_bytes() == media.video and fake.billed == 1
 
@@ -159,11 +168,8 @@ def test_cancel_during_a_stalled_download(provider_env, media, data_dir, fast):
     with pytest.raises(E.Interrupted, match="during the download"):
         run(ws_t2v(), data_dir, fast, recorder)
     assert journal_row(data_dir, ws_t2v()).phase == J.RESULT and not parts(data_dir)
-    for _ in range(100):  # the server notices the closed connection at its next write
-        if media.sent:
-            break
-        time.sleep(0.1)
-    assert media.sent and media.sent[0][0] < media.sent[0][1]
+    assert wait_until(lambda: media.sent)  # the server notices the closed connection at its next write
+    assert media.sent[0][0] < media.sent[0][1]
 
 
 def test_each_body_gets_its_own_temporary_file(tmp_path, media):
@@ -181,8 +187,14 @@ def test_each_body_gets_its_own_temporary_file(tmp_path, media):
 
 def test_download_progress_is_shown(provider_env, media, data_dir, fast):
     provider_env("fal", queue_polls=0, run_polls=0)
-    media.style = {"drip_s": 0.01, "chunk": 256}  # the body arrives in several pieces
-    recorder = Recorder()
+    first_shown = threading.Event()
+    media.style = {"chunk": 256, "hold": first_shown}  # a first piece alone, however late the client reads it
+
+    def first_piece(text):
+        if "downloading the video ·" in text:
+            first_shown.set()
+
+    recorder = Recorder(stop_when=first_piece)
     run(fal_t2v(), data_dir, fast, recorder)
     shown = [t for t in recorder.texts if "downloading the video ·" in t and " KB" in t]
     assert shown and any(0.9 < f < 1.0 for f in recorder.fractions)
@@ -349,11 +361,16 @@ def test_synchronous_error_answer_is_not_billed_and_resubmittable(provider_env, 
 # ----------------------------------------------------------------------------- 6. the same job twice at once
 
 def test_same_job_queued_twice_at_once_bills_once(provider_env, media, data_dir, fast):
-    fake = provider_env("fal", queue_polls=30, run_polls=2)
+    fake = provider_env("fal", queue_polls=100_000, run_polls=2)
+    fast.timeout_s = 120  # each run waits on the other thread: bounded, generously
     results, recorders = {}, {}
 
+    def release(text):  # the job finishes only once one run waits on the other (else both may run in turn)
+        if "already running elsewhere" in text:
+            fake.queue_polls = 0
+
     def worker(name):
-        recorders[name] = Recorder()
+        recorders[name] = Recorder(stop_when=release)
         try:
             results[name] = run(fal_t2v(), data_dir, fast, recorders[name])
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
@@ -363,8 +380,8 @@ def test_same_job_queued_twice_at_once_bills_once(provider_env, media, data_dir,
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(60)
-    assert all(isinstance(r, Outcome) for r in results.values()), results
+        thread.join(300)
+    assert sorted(results) == ["a", "b"] and all(isinstance(r, Outcome) for r in results.values()), results
     assert fake.billed == 1 and len(fake.requests("POST")) == 1
     assert results["a"].video_path == results["b"].video_path and results["a"].request_id == results["b"].request_id
     waited = [n for n, r in recorders.items() if any("already running elsewhere" in t for t in r.texts)]
@@ -389,21 +406,27 @@ TWIN_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _start_twin(fake, data_dir) -> subprocess.Popen:
-    """Another process running the same job, returned once it has submitted (bounded: 60 s)."""
+def _start_twin(data_dir) -> subprocess.Popen:
+    """Another process running the same job, returned once its request id is in the journal (bounded: 120 s).
+    The fake having the job is not enough: killed before its journal row has the id, the twin leaves a submit
+    that may have been billed, which the waiter rightly refuses to resume or repeat (SubmitUncertain)."""
     other = subprocess.Popen([sys.executable, "-c", TWIN_SCRIPT, str(PACK_ROOT), str(data_dir)], env=os.environ.copy(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(600):
-        if fake.jobs or other.poll() is not None:
-            break
-        time.sleep(0.1)
-    assert fake.jobs, other.communicate()[1]
+
+    def journaled():
+        row = journal_row(data_dir, ws_t2v())
+        return row is not None and row.request_id is not None
+
+    if not wait_until(lambda: other.poll() is not None or journaled()):
+        other.kill()
+    assert other.poll() is None and journaled(), f"the twin never journaled its request id: {other.communicate()[1]}"
     return other
 
 
 def test_two_processes_queueing_the_same_job_bill_once(provider_env, data_dir, fast):
     fake = provider_env("wavespeed", queue_polls=100_000, run_polls=2)
-    other = _start_twin(fake, data_dir)
+    fast.timeout_s = 120  # this run waits on the other process: bounded, generously
+    other = _start_twin(data_dir)
 
     def release(text):  # once this process is waiting on the other one, let the remote job finish
         if "already running elsewhere" in text:
@@ -418,7 +441,7 @@ def test_two_processes_queueing_the_same_job_bill_once(provider_env, data_dir, f
 
 def test_waiter_takes_over_when_the_first_process_is_killed(provider_env, data_dir, fast):
     fake = provider_env("wavespeed", queue_polls=100_000, run_polls=1)
-    other = _start_twin(fake, data_dir)
+    other = _start_twin(data_dir)
 
     def kill_the_owner(text):  # kill -9 the first process while this one waits on it
         if "already running elsewhere" in text:
@@ -592,18 +615,23 @@ def test_two_processes_share_a_journal_without_lock_errors(tmp_path):
         assert sqlite3.connect(tmp_path / f"j{i}.sqlite3").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_opening_waits_for_another_processes_write_lock(tmp_path):
-    """Switching a fresh file to WAL while another connection writes failed at once ("database is locked")."""
+def test_opening_waits_for_another_processes_write_lock(tmp_path, monkeypatch):
+    """Switching a fresh file to WAL while another connection writes failed at once ("database is locked").
+    The writer commits while the opening waits for its lock, so the opening always meets the lock."""
     path = tmp_path / "j.sqlite3"
-    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other = sqlite3.connect(path, isolation_level=None)
     other.execute("CREATE TABLE other (x)")
     other.execute("BEGIN IMMEDIATE")
     other.execute("INSERT INTO other VALUES (1)")
-    timer = threading.Timer(0.3, lambda: other.execute("COMMIT"))
-    timer.start()
+
+    def sleep(seconds):  # the journal's wait for the lock: now the writer finishes
+        if other.in_transaction:
+            other.execute("COMMIT")
+        time.sleep(seconds)
+
+    monkeypatch.setattr(J, "time", types.SimpleNamespace(time=time.time, monotonic=time.monotonic, sleep=sleep))
     journal = J.Journal(path)
-    timer.join()
-    assert journal.get("fp") is None
+    assert not other.in_transaction and journal.get("fp") is None
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

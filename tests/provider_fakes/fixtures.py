@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
 from hunyuan_video_suite.pipelines.providers import journal as J
+from hunyuan_video_suite.pipelines.providers import runner
 from hunyuan_video_suite.pipelines.providers.http import RetryPolicy
 from hunyuan_video_suite.pipelines.providers.runner import Callbacks, RunnerConfig
 from hunyuan_video_suite.pipelines.providers.service import JOURNAL_FILE, run_job
@@ -22,7 +24,7 @@ FAKES = {"fal": FalFake, "wavespeed": WaveSpeedFake, "segmind": SegmindFake}
 ENV = {"fal": ("FAL_KEY", "FAL_QUEUE_BASE_URL"), "wavespeed": ("WAVESPEED_API_KEY", "WAVESPEED_BASE_URL"),
        "segmind": ("SEGMIND_API_KEY", "SEGMIND_BASE_URL")}
 __all__ = ["KEYS", "FAKES", "Recorder", "data_dir", "fast", "media", "provider_env", "run", "video_bytes",
-           "journal_row", "all_log_text"]
+           "journal_row", "all_log_text", "clock", "wait_until"]
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +69,27 @@ def provider_env(monkeypatch, media, caplog):
         fake.stop()
 
 
+class Clock:
+    """The runner's monotonic clock, moved on by a test at the state it chooses: a job deadline then passes
+    exactly there, on a busy machine as on an idle one. Everything else is the real `time` module."""
+
+    def __init__(self):
+        self.ahead = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(runner, "time", fake)
+    return fake
+
+
 class Recorder:
     """Callbacks that record what the runner reports; `stop_when` turns on the interrupt flag."""
 
@@ -91,6 +114,17 @@ def run(job, data_dir, config, recorder: Recorder | None = None):
 
 def journal_row(data_dir, job):
     return J.Journal(data_dir / JOURNAL_FILE).get(job.fingerprint)
+
+
+def wait_until(ready, timeout_s: float = 120.0) -> bool:
+    """Poll `ready()` until it is true (True) or `timeout_s` has passed (False): a bound for a slow machine,
+    never a guess at how long anything takes."""
+    end = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def all_log_text(caplog) -> str:

@@ -30,6 +30,9 @@ def make_mp4(frames: int = 6, width: int = 64, height: int = 48, faststart: bool
             return handle.read()
 
 
+HOLD_S = 120.0  # the longest a held answer waits for its test (which has failed by then)
+
+
 @dataclass
 class Reply:
     status: int = 200
@@ -40,6 +43,7 @@ class Reply:
     drip_s: float = 0.0  # pause between body chunks of `chunk` bytes (a slow or stalled transfer)
     chunk: int = 1024
     length: bool = True  # send Content-Length; without it the body ends when the connection closes
+    hold: threading.Event | None = None  # send the first chunk, the rest once this is set (bounded: HOLD_S)
 
 
 @dataclass
@@ -87,14 +91,16 @@ class FakeServer:
                 self._body(data, reply)
 
             def _body(self, data: bytes, reply: Reply):
-                """Write the body, dripping it when asked; records how many bytes the client took."""
-                step = reply.chunk if reply.drip_s else len(data) or 1
+                """Write the body, dripping or holding it when asked; records how many bytes the client took."""
+                step = reply.chunk if reply.drip_s or reply.hold is not None else len(data) or 1
                 sent = 0
                 try:
                     for start in range(0, len(data), step):
                         self.wfile.write(data[start:start + step])
                         self.wfile.flush()
                         sent += len(data[start:start + step])
+                        if reply.hold is not None and start == 0:
+                            reply.hold.wait(HOLD_S)
                         if reply.drip_s and sent < len(data):
                             time.sleep(reply.drip_s)
                 except (BrokenPipeError, ConnectionResetError):
