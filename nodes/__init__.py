@@ -2,7 +2,7 @@
 the option and decode nodes, `api` for the provider nodes). Each module registers its own node classes;
 ComfyUI's services are reached only through `host`.
 
-Import rule (ComfyUI prints every pack's import time at startup; tests/test_pack_import.py guards it):
+Import rule (ComfyUI prints every pack's import time at startup; tests/node_tests/test_pack_import.py guards it):
 importing the pack may load torch and light libraries, never transformers or diffusers. Node modules
 import `pipelines` modules at the top; `pipelines` modules import transformers/diffusers inside the
 function that uses them (type hints under `if TYPE_CHECKING:`). Only the test/demo model builders

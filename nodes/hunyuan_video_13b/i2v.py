@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...pipelines.hunyuan_video_13b.i2v import (
     DEFAULT_INTERLEAVE,
     MODE_SHIFT,
+    MAX_INTERLEAVE,
     MODES,
     RESOLUTION_BASES,
     I2VRequest,
@@ -83,12 +84,12 @@ class HYVSI2VConditioning:
                 "vae": (VAE, {"tooltip": "The HunyuanVideo VAE; encodes the first-frame latent."}),
                 "text_encoders": (TEXT_ENCODERS, {"tooltip": "Text encoders with the LLaVA vision tower (Load LLaVA Vision)."}),
                 "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What happens in the video."}),
-                "negative_prompt": ("STRING", {"multiline": True, "default": I2V_NEGATIVE_PROMPT, "tooltip": "Used only when the sampler's cfg is above 1; the default is the authors'."}),
+                "negative_prompt": ("STRING", {"multiline": True, "default": I2V_NEGATIVE_PROMPT, "tooltip": "Used only when the sampler's cfg is above 1; the default is the authors', and an empty box uses it too, as their code does."}),
                 "variant": (list(VARIANT_CHOICES), {"default": "v2 (token replace)", "tooltip": "Which I2V transformer will sample it: v2 is the default release (hunyuan_video_v2_replace_image_to_video), v1 the first (hunyuan_video_image_to_video)."}),
                 "resolution": (RESOLUTION_CHOICES, {"default": "720p", "tooltip": "The authors' size buckets: the one closest to the image's aspect ratio is used. custom: width and height below."}),
                 "width": ("INT", {"default": 1280, "min": 16, "max": 2048, "step": 16, "tooltip": "Video width for resolution 'custom' (a multiple of 16)."}),
                 "height": ("INT", {"default": 720, "min": 16, "max": 2048, "step": 16, "tooltip": "Video height for resolution 'custom' (a multiple of 16)."}),
-                "image_interleave": ("INT", {"default": 0, "min": 0, "max": 16, "tooltip": "Keep every n-th of LLaVA's 576 image tokens; 0: the variant's default (2 for v1, 4 for v2)."}),
+                "image_interleave": ("INT", {"default": 0, "min": 0, "max": MAX_INTERLEAVE, "tooltip": f"Keep every n-th of LLaVA's 576 image tokens, 1 to {MAX_INTERLEAVE} as the authors allow (1 keeps all); 0: the variant's default (2 for v1, 4 for v2)."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }

@@ -82,7 +82,8 @@ def build_parser(prog: str, description: str) -> OptionParser:
 
     video = p.add_argument_group("video")
     video.add_argument("--prompt", default="A cat walks on the grass, realistic style.", help="what the video shows")
-    video.add_argument("--negative-prompt", default="", help="used only with --cfg above 1")
+    video.add_argument("--negative-prompt", default="",
+                       help="used only with --cfg above 1 (default: the authors' T2V negative prompt)")
     size = "a multiple of 16 from 16 to 2048"
     video.add_argument("--width", type=_number(int, 16, 2048, size, 16), help=f"{size} {sized('width')}")
     video.add_argument("--height", type=_number(int, 16, 2048, size, 16), help=f"{size} {sized('height')}")

@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from ..hunyuan_video_13b.prompt_encoding import encode_prompt
+    from ..hunyuan_video_13b.prompt_encoding import T2V_NEGATIVE_PROMPT, encode_prompt
     from ..hunyuan_video_13b.t2v import T2VRequest, generate_t2v
     from ..hunyuan_video_13b.transformer_loading import DTYPES
     from ..memory.offload import MemoryOptions
@@ -112,7 +112,8 @@ def main(argv=None) -> int:
         print(plan.describe(), flush=True)
     with text_encoders_on_device(encoders, device):
         positive = encode_prompt(encoders, args.prompt, device)
-        negative = encode_prompt(encoders, args.negative_prompt, device) if args.cfg > 1 else None
+        negative_prompt = args.negative_prompt.strip() or T2V_NEGATIVE_PROMPT  # the authors' default, as theirs
+        negative = encode_prompt(encoders, negative_prompt, device) if args.cfg > 1 else None
 
     print(f"sampling {request.width}x{request.height}, {request.num_frames} frames, {request.steps} steps on {device}", flush=True)
     with transformer_on_device(transformer, device, plan):

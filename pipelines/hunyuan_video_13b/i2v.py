@@ -32,6 +32,7 @@ RESOLUTION_BASES = {"360p": 480, "540p": 720, "720p": 960}  # the authors' bucke
 BUCKET_STEP = 32
 BUCKET_MAX_RATIO = 4.0
 DEFAULT_INTERLEAVE = {"i2v_v1": 2, "i2v_v2": 4}
+MAX_INTERLEAVE = 5  # the authors thin the image tokens only for 1..5 (at 6 or more they keep all, as 1 does)
 MODES = ("stability", "dynamic")
 MODE_SHIFT = {"stability": 7.0, "dynamic": 17.0}
 STABILITY_NOISE = 0.999
@@ -143,8 +144,8 @@ def prepare_i2v(encoders, vae, image: torch.Tensor, prompt: str, variant: str = 
     if variant not in I2V_VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(I2V_VARIANTS)}, got {variant!r}")
     check_single_image(image)
-    if interleave < 0:
-        raise ValueError(f"image_interleave must be 0 (the variant's default) or more, got {interleave}")
+    if not 0 <= interleave <= MAX_INTERLEAVE:
+        raise ValueError(f"image_interleave must be 0 (the variant's default) or 1 to {MAX_INTERLEAVE}, got {interleave}")
     require_vision(encoders)
     image = image[..., :3].float()
     width, height = choose_size(image, resolution, width, height)
@@ -152,6 +153,7 @@ def prepare_i2v(encoders, vae, image: torch.Tensor, prompt: str, variant: str = 
     positive = encode_i2v_prompt(encoders, prompt, image, interleave, device)
     negative = None
     if negative_prompt is not None:
+        negative_prompt = negative_prompt if negative_prompt.strip() else I2V_NEGATIVE_PROMPT  # as the authors
         black = torch.zeros(1, height, width, 3)
         negative = encode_i2v_prompt(encoders, negative_prompt, black, interleave, device)
     latent = encode_image_latent(vae, fit_image(image, width, height), device)

@@ -15,6 +15,11 @@ T2V_TEMPLATE = (
     "5. camera angles, movements, and transitions used in the video:<|eot_id|>"
     "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
 )
+# The authors' default negative prompt for T2V (hyvideo/constants.py), used where theirs is: an empty one.
+T2V_NEGATIVE_PROMPT = (
+    "Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, bad teeth, "
+    "bad eyes, bad limbs, distortion"
+)
 MAX_PROMPT_TOKENS = 256
 CLIP_MAX_TOKENS = 77
 LLM_LAYERS_SKIPPED = 2  # the authors use the third-to-last hidden state

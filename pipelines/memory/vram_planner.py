@@ -22,7 +22,7 @@ Where the constants come from:
 - ACTIVATION_FACTOR = 18.2: measured exactly (every tensor byte the forward creates, with attention
   counted as a fused kernel holds it) on the real 13B layout on the `meta` device, at 544x960x33,
   544x960x129 and 720x1280x129: 18.07-18.15, the single-stream block being the peak (double block
-  13.1). `benchmarks/planner_constants.py` re-measures it; tests/test_vram_planner.py checks it on a
+  13.1). `benchmarks/planner_constants.py` re-measures it; tests/engine/test_vram_planner.py checks it on a
   small model on CPU.
 - ACTIVATION_FACTOR_CHUNKED = 14.2: the same count with the feed-forward paths computed over chunks
   of 8192 tokens (pipelines/memory/token_chunking.py): 14.14-14.15 at 544p and 720p x 129, the same for

@@ -6,7 +6,7 @@ out for a big monitor, or saved with the view scrolled, opens partly off-screen 
 
 The check assumes the frontend in a 1280x720 browser window, the smallest common desktop size (a
 bigger window only shows more), and keeps clear of the panels of both the oldest supported and the
-newest frontend (tests/test_frontend.py checks the same in each of them). Measured in canvas pixels:
+newest frontend (tests/workflow_tests/test_frontend.py checks the same in each of them). Measured in canvas pixels:
 - comfyui-frontend-package 1.58: the canvas fills the window; the icon bar covers the left 56 px,
   the tab bar, breadcrumb and floating Run toolbar the top 90 px, the minimap and zoom controls
   the corner right of x=1019 and below y=458.

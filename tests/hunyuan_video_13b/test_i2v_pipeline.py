@@ -323,3 +323,14 @@ def test_t2v_and_i2v_prompts_are_stripped_as_the_authors_and_custom_is_not(encod
     plain, _ = encode_custom_prompts(encoders, PROMPT, "bad", "cat", square)
     kept, _ = encode_custom_prompts(encoders, padded, "bad", "cat", square)
     assert not torch.equal(kept.prompt_embeds, plain.prompt_embeds)
+
+
+def test_an_empty_negative_is_the_authors_default_and_interleave_stays_in_their_range(encoders, vae, image):
+    """hyvideo/inference.py puts NEGATIVE_PROMPT_I2V in place of an empty negative prompt, and their text
+    encoder thins the image tokens only for an interleave of 1 to 5."""
+    args = dict(variant="i2v_v2", resolution="custom", width=WIDTH, height=HEIGHT)
+    empty = prepare_i2v(encoders, vae, image, PROMPT, negative_prompt=" \n", **args)
+    default = prepare_i2v(encoders, vae, image, PROMPT, **args)
+    assert torch.equal(empty.negative.prompt_embeds, default.negative.prompt_embeds)
+    with pytest.raises(ValueError, match="image_interleave must be 0 .* or 1 to 5, got 6"):
+        prepare_i2v(encoders, vae, image, PROMPT, interleave=6, **args)

@@ -48,7 +48,7 @@ def test_authors_layout_round_trip(tmp_path, variant, prefix):
 def test_fp8_scaled_file_is_dequantized_on_request(tmp_path):
     model = tiny_transformer(text_dim=24, pooled_dim=12, latent_channels=4, seed=2)
     path = save_transformer(model, tmp_path / "t2v_fp8_scaled.safetensors", fp8=True)
-    assert load_transformer(path).storage_dtype == torch.float8_e4m3fn  # auto keeps fp8 (tests/test_fp8_storage.py)
+    assert load_transformer(path).storage_dtype == torch.float8_e4m3fn  # auto keeps fp8 (tests/engine/test_fp8_storage.py)
     loaded = load_transformer(path, dtype="bf16")
     assert loaded.dtype == loaded.storage_dtype == torch.bfloat16
     # fp8 e4m3 keeps 3 mantissa bits: within ~7% of the largest weight of each tensor

@@ -10,12 +10,12 @@ from math import prod
 import pytest
 import torch
 from conftest import SHARED
+from engine.test_offload import REQUEST, _embeds, _model, _sample
 from hunyuan_video_suite.pipelines.hunyuan_video_13b.t2v import T2VRequest, generate_t2v
 from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import BLOCK_CONTAINERS
 from hunyuan_video_suite.pipelines.memory import pinned_memory
 from hunyuan_video_suite.pipelines.memory.offload import BlockOffloader
 from hunyuan_video_suite.pipelines.memory.pinned_memory import ALIGN_BYTES, copy_into_buffers, plan_packing
-from test_offload import REQUEST, _embeds, _model, _sample
 
 LAYOUT = json.loads((SHARED / "comfy" / "checkpoint_layouts.json").read_text())["files"]["hunyuan_video_t2v_720p_bf16"]
 
