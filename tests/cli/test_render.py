@@ -146,9 +146,12 @@ def test_help_shows_defaults_and_choices_without_importing_torch():
 def test_ctrl_c_exits_130_and_leaves_no_partial_video(tmp_path):
     out = tmp_path / "clip.mp4"
     out.write_bytes(b"an earlier render")
+    # Ctrl-C as from a terminal: a runner that started the tests in the background (SIGINT ignored, which
+    # a child inherits and Python then keeps) must not turn the signal into a no-op.
     process = subprocess.Popen(
         [sys.executable, "-m", "pipelines.render", "--output", str(out), "--steps", "200", "--frames", "33"],
         cwd=PACK_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     for line in process.stdout:
         if line.strip().startswith("step 1/"):
