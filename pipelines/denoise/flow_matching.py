@@ -58,6 +58,9 @@ class SamplingSettings:
     # "image" branch inputs, weighted from this value at the first step linearly down to 1 at the last.
     image_cfg: float = 0.0
     batch_branches: bool = False  # run the guidance passes of a step as one batch (faster, more memory)
+    # MeanFlow (HunyuanVideo 1.5's step-distilled model): each call also gets `timestep_r`, the next
+    # step's timestep (0 at the last step), as the authors' pipeline passes it.
+    meanflow: bool = False
 
     def image_cfg_at(self, index: int) -> float:
         """The third branch's weight at step `index`, decayed as the authors do (their 1e-3 guards a 1-step run)."""
@@ -108,38 +111,41 @@ def denoise(
         raise ValueError("an image guidance branch (ip_cfg_scale) needs cfg above 1.0 and a negative prompt")
     texts = {"positive": positive, "negative": negative, "image": positive}
     branches = ("positive",) + (("negative",) if use_cfg else ()) + (("image",) if use_image_cfg else ())
-    groups = [branches] if settings.batch_branches and _same_length([texts[b] for b in branches]) else [(b,) for b in branches]
-    guidance = None
-    if settings.embedded_guidance is not None:
-        guidance = torch.full((latents.shape[0],), settings.embedded_guidance * 1000.0, device=device, dtype=dtype)
-
+    same_length = len({texts[b].seq_len for b in branches}) == 1
+    groups = [branches] if settings.batch_branches and same_length else [(b,) for b in branches]
+    stack = type(positive).stack
     # Each group's text inputs are stacked once, before the loop (no new tensors, no host reads per step).
-    stacked = {group: _stack([texts[b] for b in group]) for group in groups}
+    stacked = {group: stack([texts[b] for b in group]) for group in groups}
+    batch = latents.shape[0]
+    per_call = {}
+    if settings.embedded_guidance is not None:
+        per_call["guidance"] = torch.full((batch,), settings.embedded_guidance * 1000.0, device=device, dtype=dtype)
 
-    def predict(group: tuple[str, ...], model_input, timestep, index: int) -> dict[str, torch.Tensor]:
+    def predict(group: tuple[str, ...], model_input, step_inputs: dict, index: int) -> dict[str, torch.Tensor]:
         n = len(group)
         embeds = stacked[group]
         with speed.call(embeds.attention_mask, "+".join(group), index) if speed is not None else nullcontext():
             out = model(
                 hidden_states=model_input if n == 1 else torch.cat([model_input] * n),
-                timestep=timestep if n == 1 else torch.cat([timestep] * n),
-                encoder_hidden_states=embeds.prompt_embeds,
-                encoder_attention_mask=embeds.attention_mask,
-                pooled_projections=embeds.pooled,
-                guidance=guidance if guidance is None or n == 1 else torch.cat([guidance] * n),
+                **{name: value if n == 1 else torch.cat([value] * n) for name, value in step_inputs.items()},
+                **embeds.model_kwargs(),
                 return_dict=False,
                 **conditioning.call_kwargs(group),
             )[0]
         return dict(zip(group, out.chunk(n)))
 
-    total = len(scheduler.timesteps)
-    for index, t in enumerate(scheduler.timesteps):
+    timesteps = scheduler.timesteps
+    total = len(timesteps)
+    for index, t in enumerate(timesteps):
         conditioning.begin_step(index, total)
         model_input = conditioning.model_input(latents).to(dtype)
-        timestep = t.expand(latents.shape[0]).to(latents.dtype)
+        step_inputs = {"timestep": t.expand(batch).to(latents.dtype), **per_call}
+        if settings.meanflow:
+            following = timesteps[index + 1] if index + 1 < total else torch.zeros_like(t)
+            step_inputs["timestep_r"] = following.expand(batch).to(latents.dtype)
         preds = {}
         for group in groups:
-            preds.update(predict(group, model_input, timestep, index))
+            preds.update(predict(group, model_input, step_inputs, index))
         noise_pred = preds["positive"]
         if use_cfg:
             negative_pred = preds["negative"]
@@ -150,13 +156,3 @@ def denoise(
         if on_step is not None:
             on_step(index + 1, total)
     return latents
-
-
-def _stack(embeds: list[TextEmbeds]) -> TextEmbeds:
-    if len(embeds) == 1:
-        return embeds[0]
-    return TextEmbeds(*(torch.cat([getattr(e, f) for e in embeds]) for f in ("prompt_embeds", "attention_mask", "pooled")))
-
-
-def _same_length(embeds: list[TextEmbeds]) -> bool:
-    return len({e.prompt_embeds.shape[1] for e in embeds}) == 1

@@ -22,7 +22,16 @@ from ..weights.fp8_linear import quantize_linears, set_fp8_compute
 from . import token_chunking
 from .offload import TRANSFORMER_BLOCKS as BLOCK_CONTAINERS
 from .offload import model_on_device, parse_offload
-from .vram_planner import DECODE_TILE_SIZES, ModelFacts, Plan, Request, decode_bytes, plan_memory, plan_resident_layers
+from .vram_planner import (
+    DECODE_TILE_SIZES,
+    ModelFacts,
+    Plan,
+    PlannerProfile,
+    Request,
+    decode_bytes,
+    plan_memory,
+    plan_resident_layers,
+)
 
 LLM_CONTAINERS = ("layers",)
 
@@ -49,8 +58,9 @@ def plan_sampling(transformer, width: int, height: int, frames: int, batch: int,
     model = transformer.model
     options = transformer.memory
     options.validate()
-    facts = ModelFacts.from_model(model, BLOCK_CONTAINERS)
-    request = Request(width, height, frames, batch, latent_channels=model.config.out_channels)
+    profile = getattr(transformer, "planner_profile", None) or PlannerProfile()
+    facts = ModelFacts.from_model(model, BLOCK_CONTAINERS, profile)
+    request = Request.for_profile(profile, width, height, frames, batch, latent_channels=model.config.out_channels)
     allow_fp8 = getattr(transformer, "weight_dtype", "auto") == "auto"
     return plan_memory(free, facts, request, offload=parse_offload(options.offload), allow_fp8=allow_fp8)
 

@@ -56,7 +56,7 @@ def _chunked_feed_forward(self, hidden_states, *args, **kwargs):
 
 def enable(model, chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> None:
     """Chunk the single blocks' MLP path and the double blocks' feed-forwards of `model`."""
-    for block in model.single_transformer_blocks:
+    for block in getattr(model, "single_transformer_blocks", ()):  # HunyuanVideo 1.5 has none
         block._hyvs_chunk_tokens = chunk_tokens
         block.forward = types.MethodType(_single_block_forward, block)
     for block in model.transformer_blocks:

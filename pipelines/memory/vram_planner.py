@@ -30,13 +30,18 @@ Where the constants come from:
   does not fit wholly on the GPU without it.
 - VAE_BYTES_PER_OUTPUT_VOXEL = 2340 (bf16): measured the same way on the real VAE widths
   (128/256/512/512) for tiles of 128-512 px and 16-32 frames: 2286-2330.
+- HunyuanVideo 1.5 (`PlannerProfile`, set by its loader): 54 double blocks only, patch 1 on a 16x VAE (16 px
+  per token as well), up to 729 + 256 + 1000 context tokens. Its double block measured the same way at
+  480p and 720p x 121 frames: 11.7-11.9 (the feed-forward chunks do not lower it: attention is its peak),
+  plus 0.25 for the RoPE tables: ACTIVATION_FACTOR_HV15 = 12.2, chunked or not. Measured with mask-free
+  attention; diffusers' masked path also builds a dense [L, L] mask (13 GB at 720p x 121), which is not planned.
 - RESERVE = 1.5 GiB: CUDA context, cuBLAS/cuDNN workspaces and allocator slack, which a tensor
   count cannot see. Planned, not measured (no GPU lent yet): check it with benchmarks/gpu_offload.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 GiB = 1024**3
 ACTIVATION_FACTOR = 18.2
@@ -51,8 +56,24 @@ DECODE_TILE_SIZES = (512, 384, 256, 192, 128)
 DECODE_TILE_FRAMES = 16
 DECODE_TILE_OVERLAP = 64
 FP8_SCRATCH_BYTES_PER_WEIGHT = 6
+ACTIVATION_FACTOR_HV15 = 12.2
 ENCODER_TOKENS = 256 + 95  # the prompt plus the T2V template that is cropped off afterwards
 ENCODER_ACTIVATION_FACTOR = 8
+
+
+@dataclass(frozen=True)
+class PlannerProfile:
+    """What differs between model families in the formula: context tokens, latent downscale, activation factors.
+    The defaults are the 13B family's; a family's loaded transformer may carry its own (`planner_profile`)."""
+
+    text_tokens: int = TEXT_TOKENS
+    latent_scale: int = 8
+    activation_factor: float = ACTIVATION_FACTOR
+    activation_factor_chunked: float = ACTIVATION_FACTOR_CHUNKED
+
+
+HV15_PROFILE = PlannerProfile(text_tokens=729 + 256 + 1000, latent_scale=16, activation_factor=ACTIVATION_FACTOR_HV15,
+                              activation_factor_chunked=ACTIVATION_FACTOR_HV15)
 
 
 @dataclass(frozen=True)
@@ -65,11 +86,13 @@ class ModelFacts:
     compute_bytes: int = 2  # bf16/fp16; 4 for fp32
     largest_fp8_linear: int = 0  # elements of the largest fp8-stored linear weight (0: none)
     largest_linear: int = 0  # elements of the largest block linear weight (for an fp8 plan of a bf16 model)
+    profile: PlannerProfile = PlannerProfile()
 
     @classmethod
-    def from_model(cls, model, containers) -> "ModelFacts":
+    def from_model(cls, model, containers, profile: PlannerProfile = PlannerProfile()) -> "ModelFacts":
         """A HunyuanVideo transformer (diffusers config names)."""
-        return cls._read(model, containers, int(model.config.num_attention_heads * model.config.attention_head_dim))
+        facts = cls._read(model, containers, int(model.config.num_attention_heads * model.config.attention_head_dim))
+        return replace(facts, profile=profile)
 
     @classmethod
     def from_llm(cls, llm, containers) -> "ModelFacts":
@@ -92,7 +115,7 @@ class ModelFacts:
     def as_fp8(self) -> "ModelFacts":
         """The same model with its block linears stored in fp8 (about half the block bytes)."""
         return ModelFacts(tuple(b // 2 for b in self.block_bytes), self.other_bytes, self.hidden, self.compute_bytes,
-                          self.largest_linear, self.largest_linear)
+                          self.largest_linear, self.largest_linear, self.profile)
 
     @property
     def is_fp8(self) -> bool:
@@ -106,16 +129,24 @@ class Request:
     frames: int
     batch: int = 1
     latent_channels: int = 16
+    text_tokens: int = TEXT_TOKENS
+    latent_scale: int = 8
+
+    @classmethod
+    def for_profile(cls, profile: PlannerProfile, width: int, height: int, frames: int, batch: int = 1,
+                    latent_channels: int = 16) -> "Request":
+        return cls(width, height, frames, batch, latent_channels, profile.text_tokens, profile.latent_scale)
 
     @property
     def tokens(self) -> int:
         latent_frames = (self.frames - 1) // TEMPORAL + 1
-        return self.batch * (latent_frames * (self.height // PATCH) * (self.width // PATCH) + TEXT_TOKENS)
+        return self.batch * (latent_frames * (self.height // PATCH) * (self.width // PATCH) + self.text_tokens)
 
     @property
     def latent_bytes(self) -> int:
         latent_frames = (self.frames - 1) // TEMPORAL + 1
-        return 4 * self.batch * self.latent_channels * latent_frames * (self.height // 8) * (self.width // 8)
+        scale = self.latent_scale
+        return 4 * self.batch * self.latent_channels * latent_frames * (self.height // scale) * (self.width // scale)
 
 
 @dataclass(frozen=True)
@@ -160,7 +191,7 @@ def _gib(nbytes: int) -> str:
 
 
 def activation_bytes(facts: ModelFacts, request: Request, chunked: bool = False) -> int:
-    factor = ACTIVATION_FACTOR_CHUNKED if chunked else ACTIVATION_FACTOR
+    factor = facts.profile.activation_factor_chunked if chunked else facts.profile.activation_factor
     return int(factor * request.tokens * facts.hidden * facts.compute_bytes)
 
 
@@ -263,7 +294,7 @@ def _most_resident(free: int, facts: ModelFacts, request: Request, chunked: bool
 def _advice(facts: ModelFacts, request: Request, free: int, chunked: bool) -> str:
     """What to lower: the largest frame count (4k+1) that would fit at this size, else a smaller size."""
     for frames in range(request.frames - 4, 0, -4):
-        smaller = Request(request.width, request.height, frames, request.batch, request.latent_channels)
+        smaller = replace(request, frames=frames)
         if sampling_bytes(facts, smaller, 0, chunked) <= free:
             return f"Lower num_frames to {frames} or fewer at {request.width}x{request.height}, or lower the size."
     return "Lower the width/height (e.g. a 540p bucket) and num_frames, or free GPU memory used by other programs."

@@ -15,6 +15,9 @@ keys, and the model outputs only the video tokens), so rows past a shorter promp
 The video part of the sequence is never looked at, so reference tokens or first-frame tokens of the
 I2V/Custom variants need nothing from here.
 
+Both points are the 13B layout's (`MaskFreeLayout`); a family whose transformer differs registers its
+own (`register_layout`, e.g. HunyuanVideo 1.5, which cuts the text at its first block).
+
 The kernel goes through diffusers' attention dispatcher; only the blocks' joint attention gets the
 chosen backend (the refiner keeps its position-wise mask on SDPA).
 """
@@ -130,10 +133,48 @@ class _Plan:
     lengths: tuple[int, ...] | None = None
 
 
+class MaskFreeLayout:
+    """Where one transformer class needs mask-free attention put in: which attention processors are swapped
+    (`owns`), for what (`make_processor(plan)`), and where the text is cut to its longest prompt
+    (`trim_hook(model, trim)` returns a removable hook; `trim(tensor)` cuts the token axis).
+
+    This is diffusers' HunyuanVideo (13B) layout; other families register theirs (`register_layout`)."""
+
+    def owns(self, processor) -> bool:
+        return isinstance(processor, _base_processor())
+
+    def make_processor(self, plan: "_Plan"):
+        return _mask_free_processor_class()(plan)
+
+    def trim_hook(self, model, trim):
+        return model.context_embedder.register_forward_hook(lambda module, args, output: trim(output))
+
+
+_LAYOUTS: dict[str, MaskFreeLayout] = {}
+
+
+def register_layout(model_class_name: str, layout: MaskFreeLayout) -> None:
+    _LAYOUTS[model_class_name] = layout
+
+
 def _base_processor():
     from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
 
     return HunyuanVideoAttnProcessor2_0
+
+
+def run_rows(call, hidden_states, encoder_hidden_states, lengths: tuple[int, ...]):
+    """Joint attention without a mask: the whole batch when every row's text is as long as the tensor,
+    else row by row on each row's valid text, padded rows left as zeros. `call(video, text)` -> (video, text)."""
+    text = encoder_hidden_states.shape[1]
+    if all(n == text for n in lengths):
+        return call(hidden_states, encoder_hidden_states)
+    video_rows, text_rows = [], []
+    for row, n in enumerate(lengths):
+        video, words = call(hidden_states[row : row + 1], encoder_hidden_states[row : row + 1, :n])
+        video_rows.append(video)
+        text_rows.append(torch.nn.functional.pad(words, (0, 0, 0, text - n)))
+    return torch.cat(video_rows), torch.cat(text_rows)
 
 
 @functools.cache
@@ -158,17 +199,11 @@ def _mask_free_processor_class():
                     return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
                 finally:
                     self._attention_backend = backend
-            text = encoder_hidden_states.shape[1]
-            if all(n == text for n in lengths):
-                return super().__call__(attn, hidden_states, encoder_hidden_states, None, image_rotary_emb)
-            video_rows, text_rows = [], []
-            for row, n in enumerate(lengths):
-                video, words = super().__call__(
-                    attn, hidden_states[row : row + 1], encoder_hidden_states[row : row + 1, :n], None, image_rotary_emb
-                )
-                video_rows.append(video)
-                text_rows.append(torch.nn.functional.pad(words, (0, 0, 0, text - n)))
-            return torch.cat(video_rows), torch.cat(text_rows)
+
+            def call(video, text):
+                return super(MaskFreeAttnProcessor, self).__call__(attn, video, text, None, image_rotary_emb)
+
+            return run_rows(call, hidden_states, encoder_hidden_states, lengths)
 
     return MaskFreeAttnProcessor
 
@@ -182,6 +217,7 @@ class MaskFreeAttention:
 
     def __init__(self, model):
         self.model = model
+        self.layout = _LAYOUTS.get(type(model).__name__) or MaskFreeLayout()
         self._plan = _Plan()
         self._originals = {}
         self._ours = {}
@@ -199,26 +235,24 @@ class MaskFreeAttention:
         from diffusers.models.attention_dispatch import AttentionBackendName
 
         backend = AttentionBackendName(choice.dispatcher_name)
-        processor_class = _mask_free_processor_class()
-        base = _base_processor()
         for name, module in self.model.named_modules():
             processor = getattr(module, "processor", None)
-            if not isinstance(processor, base):
+            if processor is None or not (name in self._ours or self.layout.owns(processor)):
                 continue
-            if not isinstance(processor, processor_class):
+            if processor is not self._ours.get(name):
                 self._originals[name] = processor
-                processor = self._ours.get(name) or processor_class(self._plan)
+                processor = self._ours.get(name) or self.layout.make_processor(self._plan)
                 self._ours[name] = processor
                 module.set_processor(processor)
             processor._attention_backend = backend
         if self._hook is None:
-            self._hook = self.model.context_embedder.register_forward_hook(self._trim_text)
+            self._hook = self.layout.trim_hook(self.model, self._trim_text)
         return self
 
-    def _trim_text(self, module, args, output):
+    def _trim_text(self, tokens: torch.Tensor) -> torch.Tensor:
         if self._plan.lengths is None:
-            return output
-        return output[:, : max(self._plan.lengths)]
+            return tokens
+        return tokens[:, : max(self._plan.lengths)]
 
     @contextmanager
     def lengths(self, lengths: tuple[int, ...]):

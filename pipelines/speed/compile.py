@@ -12,7 +12,7 @@ import torch
 
 
 def transformer_blocks(model) -> list[torch.nn.Module]:
-    return [*model.transformer_blocks, *model.single_transformer_blocks]
+    return [*model.transformer_blocks, *getattr(model, "single_transformer_blocks", ())]  # HunyuanVideo 1.5 has no single blocks
 
 
 def is_compiled(model) -> bool:

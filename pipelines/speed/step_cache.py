@@ -54,7 +54,7 @@ def preset_threshold(preset: str, variant: str = "t2v") -> float:
 
 
 def _blocks(model) -> list[torch.nn.Module]:
-    return [*model.transformer_blocks, *model.single_transformer_blocks]
+    return [*model.transformer_blocks, *getattr(model, "single_transformer_blocks", ())]  # HunyuanVideo 1.5 has no single blocks
 
 
 def _modulated_input(block, hidden_states, temb) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""HunyuanVideo 1.5 (T2V, I2V, CFG- and step-distilled, 480p/720p): key layouts, variants and their recipes, loaders, Qwen2.5-VL + byT5 + SigLIP encoding, conditioning, samplers. Imports only the engine."""
