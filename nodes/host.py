@@ -99,6 +99,26 @@ def resolve_model_path(folder: str, name: str) -> str:
     return name
 
 
+DIFFUSERS_PREFIX = "diffusers/"  # a combo value naming a folder of ComfyUI's models/diffusers
+
+
+def model_choices(folder: str, with_diffusers: bool) -> list[str]:
+    """A loader's combo: the files of ComfyUI's `folder`, and (`with_diffusers`) the diffusers folders."""
+    names = model_files(folder)
+    if with_diffusers:
+        names += [DIFFUSERS_PREFIX + name for name in model_folders("diffusers")]
+    return names
+
+
+def resolve_choice(folder: str, name: str) -> str:
+    """The path behind a combo value: `diffusers/<folder>` or a file of ComfyUI's `folder` (or a plain path)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"no model chosen: pick a file from ComfyUI's '{folder}' folder")
+    if name.startswith(DIFFUSERS_PREFIX):
+        return resolve_model_path("diffusers", name[len(DIFFUSERS_PREFIX):])
+    return resolve_model_path(folder, name)
+
+
 def user_directory() -> Path:
     """ComfyUI's user directory, or a per-user cache folder outside ComfyUI."""
     if _folder_paths is not None:

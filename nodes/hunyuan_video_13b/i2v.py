@@ -22,7 +22,6 @@ from .. import host
 from ..types import I2V_CONDITIONING, TEXT_ENCODERS, TRANSFORMER, VAE
 from ..validation import validate
 from .inputs import riflex_input
-from .loaders import resolve_choice
 
 CATEGORY = "HunyuanVideo Suite/image-to-video"
 VARIANT_CHOICES = {"v2 (token replace)": "i2v_v2", "v1 (concat)": "i2v_v1"}
@@ -53,7 +52,7 @@ class HYVSLoadLlavaVision:
         }
 
     def load(self, text_encoders, vision):
-        path = resolve_choice("clip_vision", vision)
+        path = host.resolve_choice("clip_vision", vision)
         dtype = next(text_encoders.llm.parameters()).dtype
         tower = load_vision(path, dtype=dtype, device=host.offload_device())
         width = text_encoders.llm.get_input_embeddings().weight.shape[1]

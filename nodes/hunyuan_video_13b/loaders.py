@@ -15,24 +15,7 @@ from .. import host
 from ..types import TEXT_ENCODERS, TRANSFORMER, VAE
 
 CATEGORY = "HunyuanVideo Suite/loaders"
-DIFFUSERS_PREFIX = "diffusers/"
 DTYPE_CHOICES = list(WEIGHT_DTYPES)  # auto, bf16, fp16, fp32, fp8_e4m3fn
-
-
-def _choices(folder: str, with_diffusers: bool) -> list[str]:
-    names = host.model_files(folder)
-    if with_diffusers:
-        names += [DIFFUSERS_PREFIX + name for name in host.model_folders("diffusers")]
-    return names
-
-
-def resolve_choice(folder: str, name: str) -> str:
-    """The path behind a combo value: `diffusers/<folder>` or a file of ComfyUI's `folder` (or a plain path)."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"no model chosen: pick a file from ComfyUI's '{folder}' folder")
-    if name.startswith(DIFFUSERS_PREFIX):
-        return host.resolve_model_path("diffusers", name[len(DIFFUSERS_PREFIX):])
-    return host.resolve_model_path(folder, name)
 
 
 def _device_and_dtype_inputs():
@@ -62,7 +45,7 @@ class HYVSTransformerLoader:
         return {
             "required": {
                 "model": (
-                    _choices("diffusion_models", with_diffusers=True),
+                    host.model_choices("diffusion_models", with_diffusers=True),
                     {"tooltip": "A file in models/diffusion_models (authors' layout, bf16/fp16/fp8) or a folder in models/diffusers."},
                 ),
                 "variant": (
@@ -78,7 +61,7 @@ class HYVSTransformerLoader:
         }
 
     def load(self, model, variant, weight_dtype):
-        path = resolve_choice("diffusion_models", model)
+        path = host.resolve_choice("diffusion_models", model)
         loaded = load_transformer(path, variant=variant, dtype=weight_dtype, device=host.offload_device())
         return (loaded,)
 
@@ -96,7 +79,7 @@ class HYVSVAELoader:
         return {
             "required": {
                 "vae": (
-                    _choices("vae", with_diffusers=True),
+                    host.model_choices("vae", with_diffusers=True),
                     {"tooltip": "hunyuan_video_vae_bf16.safetensors from models/vae, or a folder in models/diffusers."},
                 ),
                 "dtype": (
@@ -107,7 +90,7 @@ class HYVSVAELoader:
         }
 
     def load(self, vae, dtype):
-        path = resolve_choice("vae", vae)
+        path = host.resolve_choice("vae", vae)
         return (load_vae(path, dtype=_torch_dtype(dtype), device=host.offload_device()),)
 
 
@@ -121,7 +104,7 @@ class HYVSTextEncoderLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = _choices("text_encoders", with_diffusers=False)
+        files = host.model_choices("text_encoders", with_diffusers=False)
         return {
             "required": {
                 "llm": (files, {"tooltip": "llava_llama3_fp8_scaled.safetensors (or the bf16 one) from models/text_encoders."}),
@@ -139,8 +122,8 @@ class HYVSTextEncoderLoader:
         }
 
     def load(self, llm, clip, dtype, tokenizer_folder=""):
-        llm_path = resolve_choice("text_encoders", llm)
-        clip_path = resolve_choice("text_encoders", clip)
+        llm_path = host.resolve_choice("text_encoders", llm)
+        clip_path = host.resolve_choice("text_encoders", clip)
         llama_tokenizer, clip_tokenizer = _tokenizer_folders(tokenizer_folder)
         encoders = load_text_encoders_from_files(
             llm_path, clip_path, llama_tokenizer, clip_tokenizer, dtype=_torch_dtype(dtype), device=host.offload_device()

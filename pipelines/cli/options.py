@@ -3,6 +3,7 @@
 Only the standard library is imported at the top, so `--help` and a mistyped option answer at once;
 the weight-file checks import the (torch-based) checkpoint readers when they run. Every problem is
 reported as one line naming the option and what it allows, with exit status 2 (argparse's usage error).
+The checks that depend on the job (--image, --reference) are in `job_options`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,25 @@ import argparse
 import os
 from pathlib import Path
 
+from .job_options import (
+    CFG_BATCHING_CHOICES,
+    CUSTOM_DEFAULTS,
+    DEMO_VARIANTS,
+    JOB_INPUTS,
+    MAX_INTERLEAVE,
+    MODE_CHOICES,
+    RESOLUTION_CHOICES,
+    OptionError,
+    check_variant,
+    check_vision,
+    choose_job,
+    folder_variant,
+    read_picture,
+)
+
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")  # H.264 in any of these containers
 DTYPE_CHOICES = ("bf16", "fp16", "fp32")  # = transformer_loading.DTYPES (a test keeps them equal)
-VARIANT_CHOICES = ("auto", "t2v")  # what renders from text alone (Custom needs its reference image)
+VARIANT_CHOICES = ("auto", "t2v", "i2v_v1", "i2v_v2", "custom")  # = ("auto", *transformer_loading.VARIANTS)
 WEIGHT_DTYPE_CHOICES = ("auto", *DTYPE_CHOICES, "fp8_e4m3fn")  # = transformer_loading.WEIGHT_DTYPES
 ATTENTION_CHOICES = ("masked", "auto", "sdpa", "sage", "flash")  # = attention.BACKENDS (a test keeps them equal)
 CACHE_CHOICES = ("off", "first_block", "teacache", "teacache_fast")  # = step_cache.CACHE_PRESETS
@@ -21,9 +38,10 @@ RIFLEX_CHOICES = ("auto", "off")  # = rope.RIFLEX_CHOICES (a test keeps them equ
 MAX_SEED = 2**64 - 1  # = t2v.MAX_SEED
 DEFAULT_OUTPUT = "outputs/hunyuan_video.mp4"
 DEMO_DEFAULTS = {"width": 128, "height": 128, "frames": 9, "steps": 4}
-MODEL_DEFAULTS = {"width": 960, "height": 544, "frames": 129, "steps": 50}
+MODEL_DEFAULTS = {"width": 960, "height": 544, "frames": 129, "steps": 50}  # = t2v.T2VRequest's
 DEFAULT_DTYPE = "bf16"
-FILE_OPTIONS = ("transformer", "vae", "llm", "clip", "tokenizers")
+FILE_OPTIONS = ("transformer", "vae", "llm", "clip", "tokenizers", "vision")
+NEEDED_WITH_TRANSFORMER = ("vae", "llm", "clip", "tokenizers")
 
 # What each weight-file option must hold, as checkpoint_kinds.guess_checkpoint_kind names it.
 EXPECTED_KINDS = {
@@ -32,6 +50,7 @@ EXPECTED_KINDS = {
             "the HunyuanVideo VAE (e.g. hunyuan_video_vae_bf16.safetensors), or a diffusers vae folder"),
     "llm": ({"a Llama language model", "a LLaVA vision tower"}, "a Llama-3 text encoder (e.g. llava_llama3_fp8_scaled.safetensors)"),
     "clip": ({"a CLIP text encoder"}, "a CLIP-L text encoder (e.g. clip_l.safetensors)"),
+    "vision": ({"a LLaVA vision tower"}, "the LLaVA vision tower and projector (e.g. llava_llama3_vision.safetensors)"),
 }
 
 
@@ -75,32 +94,65 @@ def build_parser(prog: str, description: str) -> OptionParser:
     models.add_argument("--llm", metavar="FILE", help="Llama-3 text encoder file, e.g. llava_llama3_fp8_scaled.safetensors")
     models.add_argument("--clip", metavar="FILE", help="CLIP-L text encoder file, e.g. clip_l.safetensors")
     models.add_argument("--tokenizers", metavar="FOLDER", help="folder with llama_tokenizer/ and clip_tokenizer/ (for --llm/--clip)")
+    models.add_argument("--vision", metavar="FILE", help="LLaVA vision tower, e.g. llava_llama3_vision.safetensors: reads "
+                        "the picture of --image or --reference into the prompt (a diffusers I2V folder has its own)")
     models.add_argument("--variant", choices=VARIANT_CHOICES, help="which model the transformer is; auto reads it off "
-                        "the weights (default: auto)")
+                        "the weights and the file name (I2V v2 has T2V's shapes: give i2v_v2 when its file name does "
+                        "not say so) (default: auto)")
     models.add_argument("--dtype", choices=DTYPE_CHOICES, help=f"precision the models run in (default: {DEFAULT_DTYPE})")
     models.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda when available with a model, cpu for the demo)")
 
     video = p.add_argument_group("video")
     video.add_argument("--prompt", default="A cat walks on the grass, realistic style.", help="what the video shows")
     video.add_argument("--negative-prompt", default="",
-                       help="used only with --cfg above 1 (default: the authors' T2V negative prompt)")
+                       help="used only with --cfg above 1 (default: the authors' negative prompt of the job: T2V's, "
+                       "I2V's or HunyuanCustom's)")
     size = "a multiple of 16 from 16 to 2048"
-    video.add_argument("--width", type=_number(int, 16, 2048, size, 16), help=f"{size} {sized('width')}")
-    video.add_argument("--height", type=_number(int, 16, 2048, size, 16), help=f"{size} {sized('height')}")
+    custom = CUSTOM_DEFAULTS
+    for name in ("width", "height"):
+        video.add_argument(f"--{name}", type=_number(int, 16, 2048, size, 16),
+                           help=f"{size} {sized(name)}; image-to-video: the --resolution bucket unless --width and "
+                           f"--height are both given; HunyuanCustom: {custom[name]}")
     frames = "4k+1 from 1 to 257 (1, 5, 9, ..., 129, ...)"
-    video.add_argument("--frames", type=_number(int, 1, 257, frames, 4, 1), help=f"{frames} {sized('frames')}")
-    video.add_argument("--steps", type=_number(int, 1, 200, "a whole number from 1 to 200"), help=f"1-200 {sized('steps')}")
-    video.add_argument("--guidance", type=_number(float, 0, 30, "from 0 to 30"), default=6.0,
-                       help="embedded guidance, 0-30 (default: 6)")
-    video.add_argument("--cfg", type=_number(float, 1, 30, "from 1 (off) to 30"), default=1.0,
-                       help="true CFG scale, 1 (off) to 30; above 1 doubles the time (default: 1)")
-    video.add_argument("--shift", type=_number(float, 0.1, 100, "from 0.1 to 100"), default=7.0,
-                       help="flow shift, 0.1-100 (default: 7)")
+    video.add_argument("--frames", type=_number(int, 1, 257, frames, 4, 1),
+                       help=f"{frames} {sized('frames')}; I2V v1 gives 4 fewer, as the authors'")
+    video.add_argument("--steps", type=_number(int, 1, 200, "a whole number from 1 to 200"),
+                       help=f"1-200 {sized('steps')}; HunyuanCustom: {custom['steps']}")
+    video.add_argument("--guidance", type=_number(float, 0, 30, "from 0 to 30"),
+                       help="embedded guidance, 0-30; I2V v1 and HunyuanCustom have none (default: 6)")
+    video.add_argument("--cfg", type=_number(float, 1, 30, "from 1 (off) to 30"),
+                       help="true CFG scale, 1 (off) to 30; above 1 doubles the time "
+                       f"(default: 1, {custom['cfg']:g} for HunyuanCustom)")
+    video.add_argument("--shift", type=_number(float, 0.1, 100, "from 0.1 to 100"),
+                       help=f"flow shift, 0.1-100 (default: 7, the --mode's for I2V, {custom['shift']:g} for "
+                       "HunyuanCustom)")
     video.add_argument("--riflex", choices=RIFLEX_CHOICES, default="auto",
                        help="auto: above 192 frames the temporal RoPE fix of HunyuanVideo-I2V's authors (RIFLEx), so "
                        "long videos do not loop; off: plain RoPE (default: auto)")
     video.add_argument("--seed", type=_number(int, 0, MAX_SEED, f"from 0 to {MAX_SEED}"), default=0,
                        help="noise seed (default: 0)")
+
+    image = p.add_argument_group("image-to-video (--image) and HunyuanCustom (--reference)")
+    image.add_argument("--image", metavar="PATH", help="the first frame: renders image-to-video with an I2V v1 or v2 "
+                       "transformer (and --vision)")
+    image.add_argument("--reference", metavar="PATH", help="a picture of the subject, best on white: renders with the "
+                       "HunyuanCustom transformer (and --vision)")
+    image.add_argument("--resolution", choices=RESOLUTION_CHOICES, help="I2V: the authors' size bucket nearest the "
+                       "image's aspect ratio (default: 720p with a model; the demo's size for the demo)")
+    image.add_argument("--mode", choices=MODE_CHOICES, help="I2V: stability (closer to the image, shift 7) or dynamic "
+                       "(more motion, shift 17) (default: stability)")
+    interleave = f"from 1 to {MAX_INTERLEAVE}"
+    image.add_argument("--image-interleave", metavar="N", type=_number(int, 1, MAX_INTERLEAVE, interleave),
+                       help=f"I2V: keep every n-th of LLaVA's image tokens, {interleave} (default: 2 for v1, 4 for v2)")
+    image.add_argument("--subject", metavar="WORD", help="HunyuanCustom: what the reference shows, one word or two "
+                       "(person, dog, ...); the prompt gets 'The <subject> looks like <image>' (default: object, as the authors)")
+    image.add_argument("--ip-cfg-scale", metavar="SCALE", type=_number(float, 0, 30, "from 0 (off) to 30"),
+                       help="HunyuanCustom: above 0, a third pass pushing towards the reference, weighted from this "
+                       "value down to 1 over the steps; needs --cfg above 1 (default: 0, off)")
+    image.add_argument("--step-cache", choices=("on", "off"), help=f"HunyuanCustom: the authors' cache at exactly "
+                       f"{custom['steps']} steps, on 8 of them only the last block runs (default: on)")
+    image.add_argument("--cfg-batching", choices=CFG_BATCHING_CHOICES, help="HunyuanCustom: the guidance passes as one "
+                       "batch, faster and more memory; auto: batched when the GPU has room (default: auto)")
 
     memory = p.add_argument_group("memory")
     memory.add_argument("--weight-dtype", choices=WEIGHT_DTYPE_CHOICES, default=None,
@@ -135,14 +187,30 @@ def _offload(text: str) -> str | int:
 
 
 def check_options(parser: OptionParser, args: argparse.Namespace) -> None:
-    """Everything that needs no model loaded; parser.error() on the first problem."""
+    """Everything that needs no model loaded; parser.error() on the first problem.
+
+    Sets `args.job` (t2v, i2v or custom), `args.picture` (the decoded --image or --reference) and
+    `args.model_variant` (None for a pickled transformer, which has no header: checked once loaded).
+    """
     _check_model_choice(parser, args)
     _check_output(parser, args.output)
-    if args.diffusers:
-        _check_diffusers_folder(parser, Path(args.diffusers))
-    for option in FILE_OPTIONS:
-        if getattr(args, option):
-            _check_model_path(parser, option, Path(getattr(args, option)), args.variant or "auto")
+    try:
+        args.job = choose_job(args, is_demo(args))
+        option = JOB_INPUTS.get(args.job)
+        args.picture = read_picture(option, Path(getattr(args, option))) if option else None
+        variants = {}
+        if args.diffusers:
+            _check_diffusers_folder(parser, Path(args.diffusers))
+            variants["transformer"] = _folder_variant(parser, Path(args.diffusers), args.variant)
+        for name in FILE_OPTIONS:
+            if getattr(args, name):
+                variants[name] = _check_model_path(parser, name, Path(getattr(args, name)), args.variant)
+        check_vision(args, args.job)
+        args.model_variant = DEMO_VARIANTS[args.job] if is_demo(args) else variants["transformer"]
+        if args.model_variant:
+            check_variant(args, args.job, args.model_variant)
+    except OptionError as e:
+        parser.error(str(e))
 
 
 def is_demo(args: argparse.Namespace) -> bool:
@@ -150,7 +218,7 @@ def is_demo(args: argparse.Namespace) -> bool:
 
 
 def _check_model_choice(parser, args) -> None:
-    given = [name for name in ("vae", "llm", "clip", "tokenizers", "variant", "dtype", "weight_dtype") if getattr(args, name)]
+    given = [name for name in (*FILE_OPTIONS[1:], "variant", "dtype", "weight_dtype") if getattr(args, name)]
     if args.diffusers:
         both = [f"--{name}" for name in FILE_OPTIONS if getattr(args, name)]
         if both:
@@ -160,7 +228,7 @@ def _check_model_choice(parser, args) -> None:
             parser.error(f"{', '.join('--' + n.replace('_', '-') for n in given)} {'needs' if len(given) == 1 else 'need'} --transformer (or --diffusers); "
                          "with no model at all the command runs the tiny demo")
     else:
-        missing = [f"--{name}" for name in FILE_OPTIONS[1:] if not getattr(args, name)]
+        missing = [f"--{name}" for name in NEEDED_WITH_TRANSFORMER if not getattr(args, name)]
         if missing:
             parser.error(f"--transformer needs --vae --llm --clip --tokenizers too (missing: {', '.join(missing)}), "
                          "or give --diffusers instead")
@@ -190,7 +258,8 @@ def _check_diffusers_folder(parser, folder: Path) -> None:
                      "HunyuanVideo folder")
 
 
-def _check_model_path(parser, option: str, path: Path, variant: str) -> None:
+def _check_model_path(parser, option: str, path: Path, variant: str | None) -> str | None:
+    """Checks the file or folder an option names; for the transformer, returns its variant (None: a pickle)."""
     if not path.exists():
         parser.error(f"--{option}: {path} does not exist")
     if option == "tokenizers":
@@ -203,18 +272,28 @@ def _check_model_path(parser, option: str, path: Path, variant: str) -> None:
         sub = {"transformer": "transformer", "vae": "vae"}.get(option)
         if sub is None or not ((path / "config.json").is_file() or (path / sub / "config.json").is_file()):
             parser.error(f"--{option}: {path} is a folder without a config.json; expected {expected}")
-        return
+        return _folder_variant(parser, path, variant) if option == "transformer" else None
     from ..weights.checkpoints import PICKLE_SUFFIXES
 
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
-        return  # no header to read; checked when it loads (weights_only)
+        return None  # no header to read; checked when it loads (weights_only)
     if suffix != ".safetensors":
         parser.error(f"--{option}: {path.name} is not a .safetensors file; expected {expected}")
-    _check_header(parser, option, path, variant)
+    return _check_header(parser, option, path, variant)
 
 
-def _check_header(parser, option: str, path: Path, variant: str) -> None:
+def _folder_variant(parser, folder: Path, variant: str | None) -> str | None:
+    """A diffusers transformer's variant from its config; --variant may only repeat it (the loader refuses others)."""
+    from ..hunyuan_video_13b.transformer_loading import VARIANT_TITLES
+
+    found = folder_variant(folder)
+    if found and variant not in (None, "auto", found):
+        parser.error(f"--variant {variant}: the transformer of {folder.name} is configured as {VARIANT_TITLES[found]}")
+    return found if variant in (None, "auto") else variant
+
+
+def _check_header(parser, option: str, path: Path, variant: str | None) -> str | None:
     from ..weights.checkpoint_kinds import guess_checkpoint_kind
     from ..weights.checkpoints import CheckpointError, read_safetensors_header, read_safetensors_metadata, strip_prefix
 
@@ -226,15 +305,20 @@ def _check_header(parser, option: str, path: Path, variant: str) -> None:
     found = guess_checkpoint_kind(header)
     if found not in kinds:
         parser.error(f"--{option}: {path.name} holds {found}; expected {expected}")
-    if option == "transformer":
-        from ..hunyuan_video_13b.transformer_loading import COMFY_PREFIXES, VARIANT_TITLES, detect_variant
+    if option != "transformer":
+        return None
+    from ..hunyuan_video_13b.transformer_loading import COMFY_PREFIXES, detect_variant
 
-        shapes = {k: tuple(v["shape"]) for k, v in strip_prefix(header, COMFY_PREFIXES).items()}
-        try:
-            chosen = variant if variant != "auto" else detect_variant(shapes, path.name, read_safetensors_metadata(path))
-        except (CheckpointError, KeyError) as e:
-            parser.error(f"--transformer: {path.name}: {e}")
-        if chosen not in VARIANT_CHOICES:
-            parser.error(f"--transformer: {path.name} is {VARIANT_TITLES[chosen]}; this command renders "
-                         "text-to-video: give a t2v transformer (image-to-video and HunyuanCustom run in ComfyUI)")
+    shapes = {k: tuple(v["shape"]) for k, v in strip_prefix(header, COMFY_PREFIXES).items()}
+    try:
+        found = detect_variant(shapes, path.name, read_safetensors_metadata(path))
+        by_shapes = detect_variant(shapes)  # T2V and I2V v2 share shapes: the name (or --variant) tells them apart
+    except (CheckpointError, KeyError) as e:
+        parser.error(f"--transformer: {path.name}: {e}")
+    if variant in (None, "auto"):
+        return found
+    allowed = ("t2v", "i2v_v2") if by_shapes == "t2v" else (by_shapes,)
+    if variant not in allowed:
+        parser.error(f"--variant {variant}: the tensor shapes of {path.name} fit {' or '.join(allowed)} only")
+    return variant
 

@@ -14,7 +14,7 @@ from hunyuan_video_suite.pipelines.demo import tiny
 from hunyuan_video_suite.pipelines.demo.tiny_transformer import save_transformer, tiny_transformer
 from hunyuan_video_suite.pipelines.hunyuan_video_13b.rope import RIFLEX_CHOICES
 from hunyuan_video_suite.pipelines.hunyuan_video_13b.t2v import MAX_SEED
-from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import DTYPES
+from hunyuan_video_suite.pipelines.hunyuan_video_13b.transformer_loading import DTYPES, VARIANTS
 from hunyuan_video_suite.pipelines.speed.attention import BACKENDS
 from hunyuan_video_suite.pipelines.speed.step_cache import CACHE_PRESETS
 from hunyuan_video_suite.pipelines.video.video_io import read_video_frames
@@ -83,7 +83,7 @@ def _error_line(capsys, argv) -> str:
     (["--seed", "-1"], "--seed: must be from 0 to"),
     (["--width", "wide"], "--width: must be a multiple of 16 from 16 to 2048, got 'wide'"),
     (["--dtype", "fp8"], "--dtype: invalid choice: 'fp8'"),
-    (["--variant", "i2v_v1"], "--variant: invalid choice: 'i2v_v1'"),
+    (["--variant", "i2v"], "--variant: invalid choice: 'i2v'"),
     (["--output", "clip.gif"], "--output must end in .mp4, .mov, .mkv"),
     (["--vae", "v.safetensors", "--llm", "l.safetensors"], "--vae, --llm need --transformer (or --diffusers)"),
     (["--dtype", "fp16"], "--dtype needs --transformer (or --diffusers)"),
@@ -118,14 +118,15 @@ def test_every_model_path_is_checked_from_its_header(files, capsys, tmp_path):
     assert "--tokenizers:" in err and "llama_tokenizer/ and clip_tokenizer/" in err
 
 
-def test_an_image_to_video_transformer_is_refused_before_loading(files, capsys, tmp_path):
+def test_an_image_to_video_transformer_without_an_image_is_refused_before_loading(files, capsys, tmp_path):
     err = _error_line(capsys, [*_model_args(files, transformer=files["i2v"]), "--output", str(tmp_path / "x.mp4")])
-    assert "--transformer: i2v.safetensors is image-to-video v1 (latent concat); this command renders text-to-video" in err
+    assert ("--transformer: i2v.safetensors is image-to-video v1 (latent concat): give --image PATH (the first frame), "
+            "or a text-to-video transformer") in err
 
 
 def test_option_choices_match_the_engine():
     assert render_options.DTYPE_CHOICES == tuple(DTYPES)
-    assert render_options.VARIANT_CHOICES == ("auto", "t2v")
+    assert render_options.VARIANT_CHOICES == ("auto", *VARIANTS)
     assert render_options.ATTENTION_CHOICES == BACKENDS
     assert render_options.CACHE_CHOICES == CACHE_PRESETS
     assert render_options.RIFLEX_CHOICES == RIFLEX_CHOICES
