@@ -11,10 +11,18 @@ function that uses them (type hints under `if TYPE_CHECKING:`). Only the test/de
 
 from . import api
 from .hunyuan_video_13b import custom, i2v, loaders, t2v
+from .hunyuan_video_15 import i2v as hv15_i2v
+from .hunyuan_video_15 import loaders as hv15_loaders
+from .hunyuan_video_15 import options as hv15_options
+from .hunyuan_video_15 import sampler as hv15_sampler
+from .hunyuan_video_15 import text as hv15_text
+from .hunyuan_video_15 import vae as hv15_vae
+from .hunyuan_video_15 import vision as hv15_vision
 from .shared import decode, memory, speed
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (loaders, memory, t2v, i2v, custom, speed, decode, api):
+_HV15 = (hv15_loaders, hv15_options, hv15_text, hv15_vision, hv15_vae, hv15_i2v, hv15_sampler)
+for _module in (loaders, memory, t2v, i2v, custom, speed, decode, *_HV15, api):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

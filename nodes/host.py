@@ -13,6 +13,7 @@ import tempfile
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -278,6 +279,14 @@ def text_encoders_on_compute_device(encoders):
             yield device
     finally:
         release_memory()
+
+
+@contextmanager
+def hv15_text_encoders_on_compute_device(encoders):
+    """`text_encoders_on_compute_device` for HunyuanVideo 1.5: Qwen2.5-VL in the LLM's place (its layers streamed
+    when they do not all fit), byT5 whole."""
+    with text_encoders_on_compute_device(SimpleNamespace(llm=encoders.qwen, clip=encoders.byt5)) as device:
+        yield device
 
 
 @contextmanager

@@ -48,7 +48,7 @@ def _unmasked_attention(processor, attn, hidden_states, encoder_hidden_states, i
         dropout_p=0.0, is_causal=False, backend=processor._attention_backend, parallel_config=processor._parallel_config,
     )
     out = out.flatten(2, 3).to(query.dtype)
-    video, text = out[:, : -encoder_hidden_states.shape[1]], out[:, -encoder_hidden_states.shape[1] :]
+    video, text = out[:, : hidden_states.shape[1]], out[:, hidden_states.shape[1] :]  # text may be empty
     return attn.to_out[1](attn.to_out[0](video)), attn.to_add_out(text)
 
 

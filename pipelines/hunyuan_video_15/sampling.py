@@ -16,10 +16,13 @@ from typing import Callable
 import torch
 
 from ..denoise.flow_matching import LatentConditioning, SamplingSettings, StepCallback, denoise, initial_noise
+from ..memory.sampling_memory import plan_sampling
+from ..memory.vram_planner import DoesNotFit
 from ..speed.options import open_speed
 from . import attention
 from .text_embeds import SIGLIP_DIM, SIGLIP_TOKENS, TextEmbeds15
 from .vae_loading import VAE_SCALING
+from .variants import DEFAULT_FRAMES
 
 LATENT_CHANNELS = 32
 VAE_SPATIAL = 16
@@ -35,6 +38,7 @@ class ImageCondition15:
     siglip: torch.Tensor  # [1, 729, 1152]
     width: int
     height: int
+    resolution: str  # the bucket set it was fitted to: the transformer must be of this resolution
 
 
 @dataclass
@@ -114,6 +118,7 @@ def generate(
     if request.cfg > 1.0 and negative is None:
         raise ValueError("cfg above 1.0 needs a negative prompt")
     model = transformer.model
+    _check_widths(model, positive=positive, negative=negative)
     attention.install()
     batch = request.batch_size
     siglip = image.siglip if image is not None else torch.zeros(1, SIGLIP_TOKENS, SIGLIP_DIM)
@@ -131,3 +136,36 @@ def generate(
         notice = getattr(transformer, "notice", "")
         on_info(speed.summary() + (f"; {notice}" if notice else ""))
     return latents / VAE_SCALING
+
+
+def _check_widths(model, **embeds: TextEmbeds15 | None) -> None:
+    """Prompts encoded by other text encoders than the transformer reads (e.g. a Qwen2.5-VL-3B) are refused."""
+    wanted = {"Qwen2.5-VL": model.config.text_embed_dim, "byT5": model.config.text_embed_2_dim}
+    for name, value in embeds.items():
+        if value is None:
+            continue
+        for encoder, got in (("Qwen2.5-VL", value.qwen.shape[-1]), ("byT5", value.byt5.shape[-1])):
+            if got != wanted[encoder]:
+                raise ValueError(f"{name} was encoded by a {encoder} of width {got}; this transformer reads width "
+                                 f"{wanted[encoder]} (Qwen2.5-VL-7B and Glyph byT5-small): load those text encoders")
+
+
+def recipe_request(variant, width: int, height: int, num_frames: int = DEFAULT_FRAMES, steps: int = 0,
+                   cfg: float = 0.0, flow_shift: float = 0.0, seed: int = 0, batch_cfg: bool = True) -> Request15:
+    """A request with the variant's recipe wherever a value is 0 ("the variant's")."""
+    recipe = variant.recipe
+    return Request15(width=width, height=height, num_frames=num_frames, steps=steps or recipe.steps,
+                     cfg=cfg or recipe.cfg, flow_shift=flow_shift or recipe.flow_shift, seed=seed, batch_cfg=batch_cfg)
+
+
+def batch_cfg_fits(transformer, request: Request15, device, free: int | None = None) -> bool:
+    """Whether both CFG branches fit in one call with every block on the GPU (always on a CPU), as the
+    authors run them; otherwise one branch at a time halves the activations."""
+    if request.cfg <= 1.0:
+        return False
+    try:
+        plan = plan_sampling(transformer, request.width, request.height, request.num_frames, 2 * request.batch_size,
+                             device, free)
+    except DoesNotFit:
+        return False
+    return plan is None or not plan.offload

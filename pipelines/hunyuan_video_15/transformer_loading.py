@@ -23,8 +23,8 @@ from ..memory.vram_planner import HV15_PROFILE, PlannerProfile
 from ..speed.options import SpeedOptions
 from ..weights.checkpoint_kinds import guess_checkpoint_kind
 from ..weights.checkpoints import FP8_MARKER, CheckpointError
-from ..weights.streaming_load import FP8_DTYPES, StoragePlan, TensorSource, quantizable_block_prefixes, stream_into
 from ..weights.fp8_linear import FP8_DTYPE
+from ..weights.streaming_load import FP8_DTYPES, StoragePlan, TensorSource, quantizable_block_prefixes, stream_into
 from . import attention
 from .transformer_keys import UnknownKeyError, convert_tensor, layout_of
 from .variants import Variant, parse_variant, variant_from_config, variant_from_name

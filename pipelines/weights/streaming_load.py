@@ -37,6 +37,20 @@ SAFETENSORS_DTYPES = {
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
+# ComfyUI's newer fp8 files (its "mixed precision" format) name the per-tensor scales `<layer>.weight_scale` and
+# `<layer>.input_scale` and describe each layer in a `<layer>.comfy_quant` tensor; their per-tensor fp8 is the
+# `scaled_fp8` convention under other names, so those names are read as `scale_weight`/`scale_input`.
+QUANT_INFO = ".comfy_quant"
+_SCALE_ALIASES = {".weight_scale": checkpoints.SCALE_SUFFIX, ".input_scale": checkpoints.INPUT_SCALE_SUFFIX}
+
+
+def _scale_name(key: str) -> str:
+    for alias, name in _SCALE_ALIASES.items():
+        if key.endswith(alias):
+            return key[: -len(alias)] + name
+    return key
+
+
 class TensorSource:
     """The tensors of one weight file by (prefix-stripped) name: shapes and dtypes without reading
     the weights, and each tensor on request. safetensors files are read through `safe_open`
@@ -61,7 +75,7 @@ class TensorSource:
         infos = {k: v for k, v in infos.items() if not k.startswith(drop)} if drop else infos
         weights = [k for k in infos if not k.endswith(checkpoints.FP8_MARKER)]
         prefix = next((p for p in prefixes if weights and all(k.startswith(p) for k in weights)), "")
-        self._names = {k[len(prefix):]: k for k in infos if k.startswith(prefix)}
+        self._names = {_scale_name(k[len(prefix):]): k for k in infos if k.startswith(prefix) and not k.endswith(QUANT_INFO)}
         self.infos = {k: infos[name] for k, name in self._names.items()}
 
     def keys(self) -> list[str]:
@@ -162,6 +176,10 @@ def stream_into(
     to fp8 when the plan stores fp8 and the file does not."""
     keys = [k for k in source.keys() if not _is_scale(k) and not skip(k)]
     scales = {k: source.get(k).float() for k in source.keys() if k.endswith(checkpoints.SCALE_SUFFIX) and not skip(k)}
+    blockwise = next((k for k, scale in scales.items() if scale.numel() != 1), None)
+    if blockwise is not None:
+        raise checkpoints.CheckpointError(f"{source.path.name}: {blockwise} holds {scales[blockwise].numel()} scales; only "
+                                          "fp8 with one scale per tensor is supported")
     linears = {name for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     fp8_modules = _fp8_modules(keys, source, convert, linears, plan, tuple(quantize_prefixes))
     swap_linears(model, sorted(fp8_modules), plan.compute)

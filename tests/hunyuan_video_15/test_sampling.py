@@ -88,7 +88,7 @@ def test_step_distilled_takes_the_authors_meanflow_step():
     model = transformer.model
     first = torch.randn(1, 32, 1, 4, 6, generator=torch.Generator().manual_seed(5))
     image = ImageCondition15(latent=first, siglip=torch.randn(1, 729, 1152, generator=torch.Generator().manual_seed(6)),
-                             width=96, height=64)
+                             width=96, height=64, resolution="480p")
     request = Request15(**{**REQUEST, "cfg": 1.0, "flow_shift": 7.0, "steps": 4})
     ours = generate(transformer, POSITIVE, None, request, image=image)
 
@@ -125,7 +125,7 @@ def test_the_i2v_input_is_the_authors_65_channels():
 
 
 def test_jobs_the_variant_cannot_do_are_refused_before_sampling():
-    image = ImageCondition15(torch.zeros(1, 32, 1, 4, 6), torch.ones(1, 729, 1152), 96, 64)
+    image = ImageCondition15(torch.zeros(1, 32, 1, 4, 6), torch.ones(1, 729, 1152), 96, 64, "720p")
     with pytest.raises(ValueError, match="connect image conditioning"):
         generate(_loaded("720p_i2v"), POSITIVE, NEGATIVE, Request15(**REQUEST))
     with pytest.raises(ValueError, match="needs an I2V variant"):
@@ -134,3 +134,9 @@ def test_jobs_the_variant_cannot_do_are_refused_before_sampling():
         generate(_loaded("720p_i2v"), POSITIVE, NEGATIVE, Request15(**{**REQUEST, "width": 64}), image=image)
     with pytest.raises(ValueError, match="num_frames must be 4k\\+1"):
         generate(_loaded("720p_t2v"), POSITIVE, NEGATIVE, Request15(**{**REQUEST, "num_frames": 10}))
+
+
+def test_prompts_from_other_text_encoders_are_refused():
+    wide = TextEmbeds15(torch.zeros(1, 12, 48), POSITIVE.qwen_mask, POSITIVE.byt5, POSITIVE.byt5_mask)
+    with pytest.raises(ValueError, match="positive was encoded by a Qwen2.5-VL of width 48; this transformer reads width 32"):
+        generate(_loaded("720p_t2v"), wide, NEGATIVE, Request15(**REQUEST))

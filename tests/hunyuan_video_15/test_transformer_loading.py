@@ -122,3 +122,28 @@ def _inputs(model, dtype):
                 encoder_hidden_states=rand(1, 7, DIMS["text_dim"]), encoder_attention_mask=torch.tensor([[1] * 5 + [0] * 2]),
                 encoder_hidden_states_2=rand(1, 4, DIMS["byt5_dim"]), encoder_attention_mask_2=torch.tensor([[1, 1, 0, 0]]),
                 image_embeds=rand(1, 3, DIMS["image_dim"]))
+
+
+def test_comfyui_newer_fp8_names_load_like_scaled_fp8(tmp_path, model):
+    """`<layer>.weight_scale` + `<layer>.comfy_quant` (ComfyUI's mixed-precision files) is scaled_fp8 renamed."""
+    old = save_transformer15(model, tmp_path / "old_480p_t2v.safetensors", fp8=True)
+    from safetensors.torch import load_file
+
+    state = {}
+    for key, value in load_file(str(old)).items():
+        if key == "scaled_fp8":
+            continue
+        if key.endswith(".scale_weight"):
+            layer = key[: -len(".scale_weight")]
+            state[layer + ".weight_scale"] = value
+            state[layer + ".comfy_quant"] = torch.tensor(list(b'{"format": "float8_e4m3fn"}'), dtype=torch.uint8)
+        else:
+            state[key] = value
+    save_file(state, str(tmp_path / "new_480p_t2v.safetensors"))
+    a, b = load_transformer(old), load_transformer(tmp_path / "new_480p_t2v.safetensors")
+    assert count_fp8_layers(b.model) == count_fp8_layers(a.model) > 0
+    _same(a.model, b.model)
+    state[next(k for k in state if k.endswith(".weight_scale"))] = torch.ones(4)
+    save_file(state, str(tmp_path / "blockwise_480p_t2v.safetensors"))
+    with pytest.raises(CheckpointError, match="one scale per tensor"):
+        load_transformer(tmp_path / "blockwise_480p_t2v.safetensors")
