@@ -59,10 +59,10 @@ class HYVSHV15Sampler:
                   "flow_shift": flow_shift}
 
         def rules():
-            Request15(width=width, height=height, num_frames=num_frames, steps=steps or 1, cfg=cfg or 1.0,
-                      flow_shift=flow_shift or 1.0).validate()
             if 0 < cfg < 1:
                 raise ValueError(f"cfg must be 0 (the variant's), 1 (off) or more, got {cfg}")
+            Request15(width=width, height=height, num_frames=num_frames, steps=steps or 1, cfg=cfg or 1.0,
+                      flow_shift=flow_shift or 1.0).validate()
 
         return validate(cls, values, rules)
 

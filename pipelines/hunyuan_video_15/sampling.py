@@ -20,7 +20,7 @@ from ..memory.sampling_memory import plan_sampling
 from ..memory.vram_planner import DoesNotFit
 from ..speed.options import open_speed
 from . import attention
-from .text_embeds import SIGLIP_DIM, SIGLIP_TOKENS, TextEmbeds15
+from .text_embeds import SIGLIP_TOKENS, TextEmbeds15
 from .vae_loading import VAE_SCALING
 from .variants import DEFAULT_FRAMES
 
@@ -121,7 +121,7 @@ def generate(
     _check_widths(model, positive=positive, negative=negative)
     attention.install()
     batch = request.batch_size
-    siglip = image.siglip if image is not None else torch.zeros(1, SIGLIP_TOKENS, SIGLIP_DIM)
+    siglip = image.siglip if image is not None else torch.zeros(1, SIGLIP_TOKENS, model.config.image_embed_dim)
     positive = positive.repeat(batch).with_image(siglip.repeat(batch, 1, 1))
     negative = negative.repeat(batch).with_image(siglip.repeat(batch, 1, 1)) if negative is not None else None
     settings = SamplingSettings(steps=request.steps, flow_shift=request.flow_shift, embedded_guidance=None,
