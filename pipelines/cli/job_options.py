@@ -32,7 +32,7 @@ class OptionError(ValueError):
     """A bad option or pair of options; the command reports it as one line with exit status 2."""
 
 
-def _flags(names) -> str:
+def flags(names) -> str:
     return ", ".join("--" + name.replace("_", "-") for name in names)
 
 
@@ -44,7 +44,7 @@ def choose_job(args, demo: bool) -> str:
     for other, names in JOB_OPTIONS.items():
         given = [name for name in names if other != job and getattr(args, name) is not None]
         if given:
-            raise OptionError(f"{_flags(given)} {'is' if len(given) == 1 else 'are'} for {JOB_TITLES[other]}: "
+            raise OptionError(f"{flags(given)} {'is' if len(given) == 1 else 'are'} for {JOB_TITLES[other]}: "
                               f"give --{JOB_INPUTS[other]} PATH")
     if args.vision and job == "t2v":
         raise OptionError("--vision reads the picture of --image or --reference into the prompt: give one of them, "
@@ -106,7 +106,7 @@ def check_vision(args, job: str) -> None:
         return
     flag = "--" + JOB_INPUTS[job]
     if args.diffusers:
-        model_type = _config(Path(args.diffusers) / "text_encoder").get("model_type") or "model of unknown type"
+        model_type = read_config(Path(args.diffusers) / "text_encoder").get("model_type") or "model of unknown type"
         if model_type != "llava":
             raise OptionError(f"{flag}: the text_encoder of {args.diffusers} is a {model_type}, not a LLaVA, so it "
                               "cannot read the picture (a HunyuanVideo-I2V diffusers folder's can)")
@@ -130,7 +130,7 @@ def _width(header: dict, suffix: str, axis: int) -> int | None:
     return shape[axis] if shape else None
 
 
-def _config(folder: Path) -> dict:
+def read_config(folder: Path) -> dict:
     try:
         return json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
@@ -140,7 +140,7 @@ def _config(folder: Path) -> dict:
 def folder_variant(folder: Path) -> str | None:
     """The variant a diffusers transformer's config.json names (in `folder` or its transformer/), as the transformer
     loader reads it; None when there is none to read (the loader says why)."""
-    config = _config(folder / "transformer" if (folder / "transformer" / "config.json").is_file() else folder)
+    config = read_config(folder / "transformer" if (folder / "transformer" / "config.json").is_file() else folder)
     if not config:
         return None
     found = {None: "t2v", "latent_concat": "i2v_v1", "token_replace": "i2v_v2"}.get(config.get("image_condition_type"))

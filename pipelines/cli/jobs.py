@@ -46,7 +46,7 @@ class Job:
     render: Callable[[Models, Any, argparse.Namespace, torch.device], torch.Tensor]  # frames [T, H, W, 3] in 0..1
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
     print(text, flush=True)
 
 
@@ -59,21 +59,21 @@ def _given(args, **fields) -> dict:
 
 
 def _sampling(args) -> dict:
-    return {"num_frames": args.frames, "steps": args.steps, "seed": args.seed, "riflex": args.riflex}
+    return {"num_frames": args.frames, "steps": args.steps, "seed": args.seed, "riflex": args.riflex or "auto"}
 
 
-def _plan(models: Models, width: int, height: int, frames: int, device):
+def plan_for(models, width: int, height: int, frames: int, device, batch: int = 1):
     """The VRAM planner's choice (None on a CPU); refuses a request that cannot fit before any encoding."""
-    plan = plan_sampling(models.transformer, width, height, frames, 1, device)
+    plan = plan_sampling(models.transformer, width, height, frames, batch, device)
     if plan is not None:
-        _say(plan.describe())
+        say(plan.describe())
     return plan
 
 
-def _sample(models: Models, plan, device, what: str, generate):
-    _say(f"sampling {what} on {device}")
+def sample(models, plan, device, what: str, generate):
+    say(f"sampling {what} on {device}")
     with transformer_on_device(models.transformer, device, plan):
-        return generate(device=device, on_step=lambda done, total: _say(f"  step {done}/{total}"), on_info=_say)
+        return generate(device=device, on_step=lambda done, total: say(f"  step {done}/{total}"), on_info=say)
 
 
 def _decode(models: Models, latents: torch.Tensor, plan, device) -> torch.Tensor:
@@ -82,7 +82,7 @@ def _decode(models: Models, latents: torch.Tensor, plan, device) -> torch.Tensor
     return decode_latents(models.vae, latents, tiling)[0]
 
 
-def _image(args) -> torch.Tensor:
+def picture_tensor(args) -> torch.Tensor:
     """The checked picture as ComfyUI's IMAGE `[1, H, W, 3]` in 0..1."""
     return torch.from_numpy(np.asarray(args.picture, dtype=np.float32) / 255.0).unsqueeze(0)
 
@@ -95,13 +95,13 @@ def t2v_request(args) -> T2VRequest:
 
 
 def render_t2v(models: Models, request: T2VRequest, args, device) -> torch.Tensor:
-    plan = _plan(models, request.width, request.height, request.num_frames, device)
+    plan = plan_for(models, request.width, request.height, request.num_frames, device)
     with text_encoders_on_device(models.encoders, device):
         positive = encode_prompt(models.encoders, args.prompt, device)
         negative_prompt = args.negative_prompt.strip() or T2V_NEGATIVE_PROMPT  # the authors' default, as theirs
         negative = encode_prompt(models.encoders, negative_prompt, device) if request.true_cfg > 1 else None
     what = f"{request.width}x{request.height}, {request.num_frames} frames, {request.steps} steps"
-    latents = _sample(models, plan, device, what,
+    latents = sample(models, plan, device, what,
                       lambda **run: generate_t2v(models.transformer, positive, request, negative=negative, **run))
     return _decode(models, latents, plan, device)
 
@@ -117,14 +117,14 @@ def render_i2v(models: Models, request: I2VRequest, args, device) -> torch.Tenso
     """As I2V Conditioning, I2V Sampler and Decode: the variant is the loaded transformer's; I2V v1's first 4 decoded
     frames are dropped, as the authors'."""
     variant = models.transformer.variant
-    image = _image(args)
+    image = picture_tensor(args)
     size = _given(args, width=args.width, height=args.height)  # both or neither (checked)
     resolution = args.resolution or ("custom" if size else "720p")
     width, height = choose_size(image, resolution, size.get("width", 0), size.get("height", 0))
-    plan = _plan(models, width, height, request.num_frames, device)
+    plan = plan_for(models, width, height, request.num_frames, device)
     interleave = args.image_interleave or DEFAULT_INTERLEAVE[variant]
     picture = f"image {image.shape[2]}x{image.shape[1]}"
-    _say(f"{resolution} size {width}x{height} ({picture}), 1 in {interleave} image tokens")
+    say(f"{resolution} size {width}x{height} ({picture}), 1 in {interleave} image tokens")
     with text_encoders_on_device(models.encoders, device):
         models.vae.to(device)
         conditioning = prepare_i2v(
@@ -134,7 +134,7 @@ def render_i2v(models: Models, request: I2VRequest, args, device) -> torch.Tenso
         )
         models.vae.to("cpu")
     what = f"{variant} {width}x{height}, {request.num_frames} frames, {request.steps} steps"
-    latent = _sample(models, plan, device, what,
+    latent = sample(models, plan, device, what,
                      lambda **run: generate_i2v(models.transformer, conditioning, request, **run))
     return _decode(models, latent["samples"], plan, device)[latent.get(DROP_FRAMES_KEY, 0):]
 
@@ -153,15 +153,15 @@ def render_custom(models: Models, request: CustomRequest, args, device) -> torch
     size = {"width": CUSTOM_DEFAULTS["width"], "height": CUSTOM_DEFAULTS["height"]}
     size |= _given(args, width=args.width, height=args.height)
     # The reference adds one latent frame of tokens: planned as 4 more video frames.
-    plan = _plan(models, size["width"], size["height"], request.num_frames + VAE_TEMPORAL, device)
+    plan = plan_for(models, size["width"], size["height"], request.num_frames + VAE_TEMPORAL, device)
     with text_encoders_on_device(models.encoders, device):
         models.vae.to(device)
-        conditioning = prepare_custom(models.encoders, models.vae, _image(args), args.prompt,
+        conditioning = prepare_custom(models.encoders, models.vae, picture_tensor(args), args.prompt,
                                       args.negative_prompt.strip() or CUSTOM_NEGATIVE_PROMPT,
                                       args.subject or DEFAULT_SUBJECT, device=device, **size)
         models.vae.to("cpu")
     what = f"HunyuanCustom {size['width']}x{size['height']}, {request.num_frames} frames, {request.steps} steps"
-    latents = _sample(models, plan, device, what,
+    latents = sample(models, plan, device, what,
                       lambda **run: generate_custom(models.transformer, conditioning, request, **run))
     return _decode(models, latents, plan, device)
 

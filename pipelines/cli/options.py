@@ -3,7 +3,8 @@
 Only the standard library is imported at the top, so `--help` and a mistyped option answer at once;
 the weight-file checks import the (torch-based) checkpoint readers when they run. Every problem is
 reported as one line naming the option and what it allows, with exit status 2 (argparse's usage error).
-The checks that depend on the job (--image, --reference) are in `job_options`.
+The checks that depend on the job (--image, --reference) are in `job_options`; the model family (HunyuanVideo
+13B or 1.5, read from the transformer's header) and a 1.5 render's checks in `hv15_options`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ from .job_options import (
     folder_variant,
     read_picture,
 )
+from .hv15_options import (
+    DEFAULT_ASPECT_RATIO,
+    HV15_NEEDED,
+    HV15_VARIANT_CHOICES,
+    check_family,
+    check_hv15,
+    model_family,
+)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")  # H.264 in any of these containers
 DTYPE_CHOICES = ("bf16", "fp16", "fp32")  # = transformer_loading.DTYPES (a test keeps them equal)
@@ -40,7 +49,7 @@ DEFAULT_OUTPUT = "outputs/hunyuan_video.mp4"
 DEMO_DEFAULTS = {"width": 128, "height": 128, "frames": 9, "steps": 4}
 MODEL_DEFAULTS = {"width": 960, "height": 544, "frames": 129, "steps": 50}  # = t2v.T2VRequest's
 DEFAULT_DTYPE = "bf16"
-FILE_OPTIONS = ("transformer", "vae", "llm", "clip", "tokenizers", "vision")
+FILE_OPTIONS = ("transformer", "vae", "llm", "clip", "byt5", "tokenizers", "vision")
 NEEDED_WITH_TRANSFORMER = ("vae", "llm", "clip", "tokenizers")
 
 # What each weight-file option must hold, as checkpoint_kinds.guess_checkpoint_kind names it.
@@ -59,6 +68,14 @@ class OptionParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _aspect(text: str) -> str:
+    width, _, height = text.partition(":")
+    if not all(part.isdigit() and 1 <= int(part) <= 100 for part in (width, height)):
+        raise argparse.ArgumentTypeError(f"must be W:H, two whole numbers from 1 to 100 (16:9, 9:16, 1:1, 4:3, 21:9, "
+                                         f"...), got {text!r}")
+    return text
 
 
 def _number(kind, low, high, allowed: str, multiple: int = 1, offset: int = 0):
@@ -88,17 +105,25 @@ def build_parser(prog: str, description: str) -> OptionParser:
                      help="frame rate of the video, 1-120 (default: 24)")
 
     models = p.add_argument_group("model (none given: a tiny random-weight demo model on the CPU)")
-    models.add_argument("--diffusers", metavar="FOLDER", help="a diffusers-format HunyuanVideo folder with every component")
-    models.add_argument("--transformer", metavar="PATH", help="transformer .safetensors (authors' layout) or diffusers folder")
-    models.add_argument("--vae", metavar="PATH", help="VAE .safetensors (either layout) or diffusers vae folder")
-    models.add_argument("--llm", metavar="FILE", help="Llama-3 text encoder file, e.g. llava_llama3_fp8_scaled.safetensors")
-    models.add_argument("--clip", metavar="FILE", help="CLIP-L text encoder file, e.g. clip_l.safetensors")
-    models.add_argument("--tokenizers", metavar="FOLDER", help="folder with llama_tokenizer/ and clip_tokenizer/ (for --llm/--clip)")
-    models.add_argument("--vision", metavar="FILE", help="LLaVA vision tower, e.g. llava_llama3_vision.safetensors: reads "
-                        "the picture of --image or --reference into the prompt (a diffusers I2V folder has its own)")
-    models.add_argument("--variant", choices=VARIANT_CHOICES, help="which model the transformer is; auto reads it off "
-                        "the weights and the file name (I2V v2 has T2V's shapes: give i2v_v2 when its file name does "
-                        "not say so) (default: auto)")
+    models.add_argument("--diffusers", metavar="FOLDER", help="a diffusers-format HunyuanVideo (13B or 1.5) folder with every component")
+    models.add_argument("--transformer", metavar="PATH", help="transformer .safetensors (authors' or ComfyUI's layout) "
+                        "or diffusers folder: HunyuanVideo 13B or 1.5, read from the file")
+    models.add_argument("--vae", metavar="PATH", help="VAE .safetensors (either layout) or diffusers vae folder, of the "
+                        "transformer's family")
+    models.add_argument("--llm", metavar="FILE", help="text encoder file: Llama-3 for 13B (llava_llama3_fp8_scaled."
+                        "safetensors), Qwen2.5-VL-7B for 1.5 (qwen_2.5_vl_7b_fp8_scaled.safetensors)")
+    models.add_argument("--clip", metavar="FILE", help="13B: CLIP-L text encoder file, e.g. clip_l.safetensors")
+    models.add_argument("--byt5", metavar="FILE", help="1.5: byT5 glyph encoder file for the prompt's quoted text, e.g. "
+                        "byt5_small_glyphxl_fp16.safetensors")
+    models.add_argument("--tokenizers", metavar="FOLDER", help="13B: folder with llama_tokenizer/ and clip_tokenizer/; "
+                        "1.5: folder with qwen25_tokenizer/ (and byt5_tokenizer/), e.g. ComfyUI's comfy/text_encoders/")
+    models.add_argument("--vision", metavar="FILE", help="reads the picture of --image or --reference: 13B the LLaVA "
+                        "vision tower (llava_llama3_vision.safetensors), 1.5 SigLIP (sigclip_vision_patch14_384."
+                        "safetensors); a diffusers I2V folder has its own")
+    models.add_argument("--variant", choices=(*VARIANT_CHOICES, *HV15_VARIANT_CHOICES), metavar="VARIANT",
+                        help="which model the transformer is; auto reads it off the weights and the file name (I2V v2 "
+                        "has T2V's shapes: give i2v_v2 when its file name does not say so). 13B: "
+                        f"{', '.join(VARIANT_CHOICES)}; 1.5: {', '.join(HV15_VARIANT_CHOICES)} (default: auto)")
     models.add_argument("--dtype", choices=DTYPE_CHOICES, help=f"precision the models run in (default: {DEFAULT_DTYPE})")
     models.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda when available with a model, cpu for the demo)")
 
@@ -106,27 +131,33 @@ def build_parser(prog: str, description: str) -> OptionParser:
     video.add_argument("--prompt", default="A cat walks on the grass, realistic style.", help="what the video shows")
     video.add_argument("--negative-prompt", default="",
                        help="used only with --cfg above 1 (default: the authors' negative prompt of the job: T2V's, "
-                       "I2V's or HunyuanCustom's)")
+                       "I2V's or HunyuanCustom's; HunyuanVideo 1.5's is empty)")
     size = "a multiple of 16 from 16 to 2048"
     custom = CUSTOM_DEFAULTS
     for name in ("width", "height"):
         video.add_argument(f"--{name}", type=_number(int, 16, 2048, size, 16),
                            help=f"{size} {sized(name)}; image-to-video: the --resolution bucket unless --width and "
-                           f"--height are both given; HunyuanCustom: {custom[name]}")
+                           f"--height are both given; HunyuanCustom: {custom[name]}; HunyuanVideo 1.5: the "
+                           "--aspect-ratio bucket unless both are given")
     frames = "4k+1 from 1 to 257 (1, 5, 9, ..., 129, ...)"
     video.add_argument("--frames", type=_number(int, 1, 257, frames, 4, 1),
-                       help=f"{frames} {sized('frames')}; I2V v1 gives 4 fewer, as the authors'")
+                       help=f"{frames} {sized('frames')}; I2V v1 gives 4 fewer, as the authors'; HunyuanVideo 1.5: "
+                       "121")
     video.add_argument("--steps", type=_number(int, 1, 200, "a whole number from 1 to 200"),
-                       help=f"1-200 {sized('steps')}; HunyuanCustom: {custom['steps']}")
+                       help=f"1-200 {sized('steps')}; HunyuanCustom: {custom['steps']}; HunyuanVideo 1.5: the "
+                       "variant's (50, 12 step-distilled)")
+    video.add_argument("--aspect-ratio", metavar="W:H", type=_aspect, help="HunyuanVideo 1.5 text-to-video: the "
+                       "authors' size bucket nearest this ratio at the model's resolution (16:9 is 848x480 at 480p, "
+                       f"1280x720 at 720p); --width and --height set the size instead (default: {DEFAULT_ASPECT_RATIO})")
     video.add_argument("--guidance", type=_number(float, 0, 30, "from 0 to 30"),
                        help="embedded guidance, 0-30; I2V v1 and HunyuanCustom have none (default: 6)")
     video.add_argument("--cfg", type=_number(float, 1, 30, "from 1 (off) to 30"),
                        help="true CFG scale, 1 (off) to 30; above 1 doubles the time "
-                       f"(default: 1, {custom['cfg']:g} for HunyuanCustom)")
+                       f"(default: 1, {custom['cfg']:g} for HunyuanCustom, the variant's for 1.5: 6, 1 distilled)")
     video.add_argument("--shift", type=_number(float, 0.1, 100, "from 0.1 to 100"),
                        help=f"flow shift, 0.1-100 (default: 7, the --mode's for I2V, {custom['shift']:g} for "
-                       "HunyuanCustom)")
-    video.add_argument("--riflex", choices=RIFLEX_CHOICES, default="auto",
+                       "HunyuanCustom, the variant's for 1.5)")
+    video.add_argument("--riflex", choices=RIFLEX_CHOICES,
                        help="auto: above 192 frames the temporal RoPE fix of HunyuanVideo-I2V's authors (RIFLEx), so "
                        "long videos do not loop; off: plain RoPE (default: auto)")
     video.add_argument("--seed", type=_number(int, 0, MAX_SEED, f"from 0 to {MAX_SEED}"), default=0,
@@ -134,11 +165,12 @@ def build_parser(prog: str, description: str) -> OptionParser:
 
     image = p.add_argument_group("image-to-video (--image) and HunyuanCustom (--reference)")
     image.add_argument("--image", metavar="PATH", help="the first frame: renders image-to-video with an I2V v1 or v2 "
-                       "transformer (and --vision)")
+                       "transformer, or a HunyuanVideo 1.5 I2V one (and --vision)")
     image.add_argument("--reference", metavar="PATH", help="a picture of the subject, best on white: renders with the "
                        "HunyuanCustom transformer (and --vision)")
-    image.add_argument("--resolution", choices=RESOLUTION_CHOICES, help="I2V: the authors' size bucket nearest the "
-                       "image's aspect ratio (default: 720p with a model; the demo's size for the demo)")
+    image.add_argument("--resolution", choices=RESOLUTION_CHOICES, help="13B I2V: the authors' size bucket nearest the "
+                       "image's aspect ratio (default: 720p with a model; the demo's size for the demo; 1.5 takes the "
+                       "model's own)")
     image.add_argument("--mode", choices=MODE_CHOICES, help="I2V: stability (closer to the image, shift 7) or dynamic "
                        "(more motion, shift 17) (default: stability)")
     interleave = f"from 1 to {MAX_INTERLEAVE}"
@@ -151,8 +183,9 @@ def build_parser(prog: str, description: str) -> OptionParser:
                        "value down to 1 over the steps; needs --cfg above 1 (default: 0, off)")
     image.add_argument("--step-cache", choices=("on", "off"), help=f"HunyuanCustom: the authors' cache at exactly "
                        f"{custom['steps']} steps, on 8 of them only the last block runs (default: on)")
-    image.add_argument("--cfg-batching", choices=CFG_BATCHING_CHOICES, help="HunyuanCustom: the guidance passes as one "
-                       "batch, faster and more memory; auto: batched when the GPU has room (default: auto)")
+    image.add_argument("--cfg-batching", choices=CFG_BATCHING_CHOICES, help="HunyuanCustom and HunyuanVideo 1.5: the "
+                       "guidance passes as one batch, faster and more memory; auto: batched when the GPU has room "
+                       "(default: auto)")
 
     memory = p.add_argument_group("memory")
     memory.add_argument("--weight-dtype", choices=WEIGHT_DTYPE_CHOICES, default=None,
@@ -189,11 +222,25 @@ def _offload(text: str) -> str | int:
 def check_options(parser: OptionParser, args: argparse.Namespace) -> None:
     """Everything that needs no model loaded; parser.error() on the first problem.
 
-    Sets `args.job` (t2v, i2v or custom), `args.picture` (the decoded --image or --reference) and
-    `args.model_variant` (None for a pickled transformer, which has no header: checked once loaded).
+    Sets `args.family` ("13b" or "hv15", the transformer's), `args.job` (t2v, i2v or custom), `args.picture` (the
+    decoded --image or --reference) and `args.model_variant` (None for a pickled transformer, which has no
+    header: checked once loaded).
     """
     _check_model_choice(parser, args)
+    args.family = model_family(args)
+    try:
+        check_family(args, args.family)
+    except OptionError as e:
+        parser.error(str(e))
+    _check_needed(parser, args)
     _check_output(parser, args.output)
+    if args.family == "hv15":
+        if args.diffusers:
+            _check_diffusers_folder(parser, Path(args.diffusers))
+        try:
+            return check_hv15(args)
+        except OptionError as e:
+            parser.error(str(e))
     try:
         args.job = choose_job(args, is_demo(args))
         option = JOB_INPUTS.get(args.job)
@@ -223,15 +270,21 @@ def _check_model_choice(parser, args) -> None:
         both = [f"--{name}" for name in FILE_OPTIONS if getattr(args, name)]
         if both:
             parser.error(f"--diffusers holds every component: give it alone, not with {', '.join(both)}")
-    elif not args.transformer:
-        if given:
-            parser.error(f"{', '.join('--' + n.replace('_', '-') for n in given)} {'needs' if len(given) == 1 else 'need'} --transformer (or --diffusers); "
-                         "with no model at all the command runs the tiny demo")
-    else:
-        missing = [f"--{name}" for name in NEEDED_WITH_TRANSFORMER if not getattr(args, name)]
-        if missing:
-            parser.error(f"--transformer needs --vae --llm --clip --tokenizers too (missing: {', '.join(missing)}), "
-                         "or give --diffusers instead")
+    elif not args.transformer and given:
+        parser.error(f"{', '.join('--' + n.replace('_', '-') for n in given)} {'needs' if len(given) == 1 else 'need'} --transformer (or --diffusers); "
+                     "with no model at all the command runs the tiny demo")
+
+
+def _check_needed(parser, args) -> None:
+    """The files a transformer of its family needs beside it."""
+    if not args.transformer:
+        return
+    needed = HV15_NEEDED if args.family == "hv15" else NEEDED_WITH_TRANSFORMER
+    missing = [f"--{name}" for name in needed if not getattr(args, name)]
+    if missing:
+        which = f"--transformer {Path(args.transformer).name} is HunyuanVideo 1.5: it" if args.family == "hv15" else "--transformer"
+        parser.error(f"{which} needs {' '.join('--' + n for n in needed)} too (missing: {', '.join(missing)}), "
+                     "or give --diffusers instead")
 
 
 def _check_output(parser, output: str) -> None:
@@ -303,6 +356,8 @@ def _check_header(parser, option: str, path: Path, variant: str | None) -> str |
     except CheckpointError as e:
         parser.error(f"--{option}: {e}")
     found = guess_checkpoint_kind(header)
+    if option == "vision" and found in kinds and not any("multi_modal_projector." in key for key in header):
+        found = "a vision tower without LLaVA's projector (SigLIP, HunyuanVideo 1.5's?)"
     if found not in kinds:
         parser.error(f"--{option}: {path.name} holds {found}; expected {expected}")
     if option != "transformer":

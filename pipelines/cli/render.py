@@ -1,4 +1,5 @@
-"""The main job from the command line: render a text-to-video, image-to-video or HunyuanCustom clip to an .mp4.
+"""The main job from the command line: render a text-to-video, image-to-video or HunyuanCustom clip to an .mp4,
+with a HunyuanVideo 13B model or a HunyuanVideo 1.5 one (the family read from the transformer file).
 
     python3 -m pipelines.render --output outputs/clip.mp4              # tiny built-in model, CPU, seconds
     python3 -m pipelines.render --diffusers /models/HunyuanVideo --prompt "..." --output clip.mp4
@@ -6,8 +7,11 @@
         --llm llava_llama3_fp8_scaled.safetensors --clip clip_l.safetensors --tokenizers ./tokenizers ...
     ... --transformer i2v.safetensors --vision llava_llama3_vision.safetensors --image first_frame.png
     ... --transformer custom.safetensors --vision llava_llama3_vision.safetensors --reference subject.png
+    ... --transformer hunyuanvideo1.5_720p_t2v_fp16.safetensors --vae hunyuanvideo15_vae_fp16.safetensors \
+        --llm qwen_2.5_vl_7b_fp8_scaled.safetensors --byt5 byt5_small_glyphxl_fp16.safetensors --tokenizers ./tok
 
-The jobs themselves are in `jobs`; this module checks, loads, runs the job and writes the video.
+The jobs themselves are in `jobs` (13B) and `hv15_jobs` (1.5); this module checks, loads, runs the job and writes
+the video.
 """
 
 from __future__ import annotations
@@ -99,20 +103,26 @@ def main(argv=None) -> int:
     from ..hunyuan_video_13b.transformer_loading import DTYPES
     from ..memory.offload import MemoryOptions
     from ..speed.options import SpeedOptions
-    from .jobs import JOBS
+    demo, hv15 = is_demo(args), args.family == "hv15"
+    if hv15:
+        from .hv15_jobs import HV15_JOBS as JOBS
+        from .hv15_jobs import load_models15
+    else:
+        from .jobs import JOBS
 
-    demo = is_demo(args)
     device = args.device or torch.device("cuda" if torch.cuda.is_available() and not demo else "cpu")
     job = JOBS[args.job]
     request = job.request(args)
     request.validate()
     started = time.perf_counter()
-    models = _demo_models(args.model_variant) if demo else _real_models(args, DTYPES[args.dtype or DEFAULT_DTYPE])
+    dtype = DTYPES[args.dtype or DEFAULT_DTYPE]
+    models = _demo_models(args.model_variant) if demo else load_models15(args, dtype) if hv15 else _real_models(args, dtype)
     transformer = models.transformer = dataclasses.replace(
         models.transformer, speed=SpeedOptions(args.attention, args.cache, args.cache_threshold, args.compile),
         memory=MemoryOptions(offload=args.offload, fp8_compute=args.fp8_matmul),
     )
-    print(f"loaded {transformer.source} ({transformer.variant}) in {time.perf_counter() - started:.1f} s", flush=True)
+    variant = getattr(transformer.variant, "name", transformer.variant)
+    print(f"loaded {transformer.source} ({variant}) in {time.perf_counter() - started:.1f} s", flush=True)
     frames = job.render(models, request, args, device)
     path = _write_whole(frames, Path(args.output), args.fps)
     print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}) in {time.perf_counter() - started:.1f} s")

@@ -154,6 +154,21 @@ def choose_variant(asked: str, meanflow: bool, in_channels: int, candidates: lis
     return variant
 
 
+def _locate(path: Path) -> tuple[list[Path], list[str], dict]:
+    """(weight files, names that may spell the variant, config.json) of a file or a folder."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    if not path.is_dir():
+        return [path], [path.name], {}
+    sub = path / "transformer" if (path / "transformer" / "config.json").exists() else path
+    config_path = sub / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    files = sorted(sub.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{path}: no transformer weights here (expected config.json and *.safetensors)")
+    return files, [sub.name, path.name], config
+
+
 def load_transformer(path: str | Path, variant: str = "auto", dtype: str = "auto", device="cpu") -> LoadedTransformer15:
     """A 1.5 transformer from one file (ComfyUI's or the authors' layout), an authors' folder (`config.json` +
     safetensors shards) or a diffusers folder (or its `transformer/` subfolder)."""
@@ -164,42 +179,58 @@ def load_transformer(path: str | Path, variant: str = "auto", dtype: str = "auto
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     attention.install()
-    if not path.is_dir():
-        return _load_files([path], variant, dtype, device, hints=[path.name], config={}, source=str(path))
-    sub = path / "transformer" if (path / "transformer" / "config.json").exists() else path
-    config_path = sub / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
-    files = sorted(sub.glob("*.safetensors"))
-    if not files:
-        raise CheckpointError(f"{path}: no transformer weights here (expected config.json and *.safetensors)")
-    return _load_files(files, variant, dtype, device, hints=[sub.name, path.name], config=config, source=str(path))
+    files, hints, config = _locate(path)
+    return _load_files(files, variant, dtype, device, hints=hints, config=config, source=str(path))
 
 
-def _load_files(files: list[Path], variant: str, dtype: str, device, hints, config: dict, source: str
-                ) -> LoadedTransformer15:
-    """Stream `files` (one file, or a folder's shards) into a model built on `meta`.
+def read_variant(path: str | Path, variant: str = "auto") -> Variant:
+    """The variant `load_transformer` would load, from the safetensors headers, the names and config.json alone
+    (no weight is read, diffusers is not imported); raises what it would (CheckpointError, or ValueError for an
+    unknown variant name) for a file it refuses from those. A pickled file has no header: it is read whole."""
+    path = Path(path)
+    if variant != "auto":
+        parse_variant(variant)
+    files, hints, config = _locate(path)
+    sources = [TensorSource(f, COMFY_PREFIXES) for f in files]
+    return _identify(sources, files, variant, hints, config)[2]
+
+
+def _identify(sources: list[TensorSource], files: list[Path], variant: str, hints, config: dict
+              ) -> tuple[str, dict | None, Variant]:
+    """(layout, model config derived from the shapes (None for diffusers' layout, whose config.json is used),
+    variant) of `sources`, refusing what is not a 1.5 T2V/I2V transformer.
 
     The variant: the name of the file or folder first (the authors' folders are named by their version
     string; their config.json cannot tell CFG-distilled), then config.json. diffusers' `task_type` says
     "i2v" for 480p T2V (its converter's slip, SPEC-hv15 §5.7), so it comes last."""
-    sources = [TensorSource(f, COMFY_PREFIXES) for f in files]
     keys = [k for s in sources for k in s.keys() if not k.endswith(FP8_MARKER)]
     name = files[0].name if len(files) == 1 and files[0].name in hints else files[0].parent.name
     layout = layout_of(keys)
     if layout == "diffusers":
-        model_config = _diffusers_config(config, name)
-        convert = _same_name
+        _check_diffusers_class(config, name)
+        derived, meanflow, in_channels = None, bool(config.get("use_meanflow")), config.get("in_channels")
     else:
         _check_family(keys, name)
-        model_config = derive_config({k: s.shape(k) for s in sources for k in s.keys()})
-        convert = _convert
-    meanflow = bool(model_config["use_meanflow"])
+        derived = derive_config({k: s.shape(k) for s in sources for k in s.keys()})
+        meanflow, in_channels = bool(derived["use_meanflow"]), derived["in_channels"]
     candidates = [*(variant_from_name(h, meanflow) for h in hints), variant_from_config(config)]
     if layout == "diffusers":
         target = {640: "480p", 960: "720p"}.get(config.get("target_size"))
         candidates.append(variant_from_config({"ideal_resolution": target, "ideal_task": config.get("task_type"),
                                                "use_meanflow": meanflow}))
-    chosen = choose_variant(variant, meanflow, model_config["in_channels"], candidates)
+    return layout, derived, choose_variant(variant, meanflow, in_channels, candidates)
+
+
+def _load_files(files: list[Path], variant: str, dtype: str, device, hints, config: dict, source: str
+                ) -> LoadedTransformer15:
+    """Stream `files` (one file, or a folder's shards) into a model built on `meta`."""
+    sources = [TensorSource(f, COMFY_PREFIXES) for f in files]
+    name = files[0].name if len(files) == 1 and files[0].name in hints else files[0].parent.name
+    layout, model_config, chosen = _identify(sources, files, variant, hints, config)
+    if layout == "diffusers":
+        model_config, convert = _diffusers_config(config, name), _same_name
+    else:
+        convert = _convert
     plan = plan_storage(dtype, _stored_dtype(sources))
     from diffusers import HunyuanVideo15Transformer3DModel
 
@@ -235,10 +266,14 @@ def keep_timesteps_exact(model) -> None:
             embedder._hyvs_cast = True
 
 
-def _diffusers_config(config: dict, name: str) -> dict:
+def _check_diffusers_class(config: dict, name: str) -> None:
     if config.get("_class_name") != "HunyuanVideo15Transformer3DModel":
         raise CheckpointError(f"{name}: holds diffusers weights of a {config.get('_class_name') or 'model without config.json'}, "
                               "expected HunyuanVideo15Transformer3DModel")
+
+
+def _diffusers_config(config: dict, name: str) -> dict:
+    _check_diffusers_class(config, name)
     from diffusers import HunyuanVideo15Transformer3DModel
 
     accepted = set(inspect.signature(HunyuanVideo15Transformer3DModel.__init__).parameters) - {"self"}
