@@ -60,13 +60,6 @@ class LoadedTransformer15:
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 
-    @property
-    def storage_dtype(self) -> torch.dtype:
-        counts = Counter()
-        for tensor in [*self.model.parameters(), *self.model.buffers()]:
-            counts[tensor.dtype] += tensor.numel()
-        return counts.most_common(1)[0][0]
-
 
 def plan_storage(choice: str, stored: torch.dtype) -> StoragePlan:
     """auto keeps a file's dtype (fp8 as fp8, computed in bf16); fp8_e4m3fn stores the block linears in fp8
