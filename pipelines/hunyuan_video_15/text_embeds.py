@@ -8,6 +8,7 @@ not the prompt, so the sampler attaches them (`with_image`) to the positive and 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import torch
 
@@ -41,16 +42,17 @@ class TextEmbeds15:
         return TextEmbeds15(move(self.qwen, dtype), move(self.qwen_mask, None), move(self.byt5, dtype),
                             move(self.byt5_mask, None), move(self.image, dtype))
 
-    @property
+    @cached_property
     def image_mask(self) -> torch.Tensor:
         """1 for every image token of an I2V job, 0 for T2V's zeros (the transformer's own rule)."""
         valid = self.image is not None and not bool(torch.all(self.image == 0))
         return torch.full(self.image.shape[:2], int(valid), dtype=self.qwen_mask.dtype, device=self.qwen_mask.device)
 
-    @property
+    @cached_property
     def attention_mask(self) -> torch.Tensor:
         """The context's tokens in the transformer's order (image, byT5, Qwen): its sum per row is the number
-        of valid context tokens, which is all mask-free attention needs."""
+        of valid context tokens, which is all mask-free attention needs. Made once per prompt (one tensor for
+        the whole run, so its lengths are read to the host once, not every step)."""
         return torch.cat([self.image_mask, self.byt5_mask, self.qwen_mask], dim=1)
 
     @property

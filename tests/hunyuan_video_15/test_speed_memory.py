@@ -94,3 +94,10 @@ def test_the_planner_counts_the_1_5_context_and_latent():
     assert batched.sampling_bytes > small.sampling_bytes
     with pytest.raises(ValueError, match="num_frames"):
         plan_sampling(transformer, 1280, 720, 121, 1, "cpu", free=small.sampling_bytes)
+
+
+def test_the_context_mask_is_made_once_per_prompt():
+    """The speed session reads a mask's lengths to the host once per mask tensor: the prompt keeps one."""
+    embeds = _embeds(7, 1).with_image(torch.zeros(1, 729, 1152))
+    assert embeds.attention_mask is embeds.attention_mask
+    assert embeds.attention_mask.sum().item() == 7 + 2  # T2V's zero image tokens are not valid
