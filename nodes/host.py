@@ -23,6 +23,7 @@ from ..pipelines.memory.sampling_memory import (
     text_encoders_on_device,
     transformer_on_device,
 )
+from ..pipelines.memory.vram_planner import ENCODER_TOKENS
 from ..pipelines.video.video_io import read_video_frames, write_mp4
 
 log = logging.getLogger("hunyuan_video_suite")
@@ -269,13 +270,13 @@ def transformer_on_compute_device(transformer, width: int, height: int, frames: 
 
 
 @contextmanager
-def text_encoders_on_compute_device(encoders):
+def text_encoders_on_compute_device(encoders, tokens: int = ENCODER_TOKENS):
     """Both text encoders on the GPU for encoding (Llama layers streamed if they do not fit), then off it."""
     device = torch_device()
     if device.type != "cpu":
         free_memory_for_sampling()
     try:
-        with text_encoders_on_device(encoders, device, home=offload_device()):
+        with text_encoders_on_device(encoders, device, home=offload_device(), tokens=tokens):
             yield device
     finally:
         release_memory()
@@ -285,7 +286,8 @@ def text_encoders_on_compute_device(encoders):
 def hv15_text_encoders_on_compute_device(encoders):
     """`text_encoders_on_compute_device` for HunyuanVideo 1.5: Qwen2.5-VL in the LLM's place (its layers streamed
     when they do not all fit), byT5 whole."""
-    with text_encoders_on_compute_device(SimpleNamespace(llm=encoders.qwen, clip=encoders.byt5)) as device:
+    pair = SimpleNamespace(llm=encoders.qwen, clip=encoders.byt5)
+    with text_encoders_on_compute_device(pair, tokens=encoders.tokens_per_prompt) as device:
         yield device
 
 

@@ -88,7 +88,7 @@ def render15(models: Models15, request: Request15, args, device) -> torch.Tensor
     plan = plan_for(models, request.width, request.height, request.num_frames, device, calls)
     encoders = SimpleNamespace(llm=models.encoders.qwen, clip=models.encoders.byt5, vision=models.vision)
     image = None
-    with text_encoders_on_device(encoders, device):
+    with text_encoders_on_device(encoders, device, tokens=models.encoders.tokens_per_prompt):
         if request.cfg > 1:
             positive, negative = encode_pair(models.encoders, args.prompt, args.negative_prompt, device)
         else:

@@ -49,7 +49,7 @@ from ..weights.checkpoints import (
 )
 from ..weights.fp8_linear import FP8_DTYPE
 from ..weights.streaming_load import StoragePlan, TensorSource, stream_into
-from .prompt_encoding import video_crop_start
+from .prompt_encoding import MAX_QWEN_TOKENS, video_crop_start
 
 if TYPE_CHECKING:
     from transformers import Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config, T5EncoderModel
@@ -81,6 +81,11 @@ class TextEncoders15:
     byt5: T5EncoderModel
     byt5_tokenizer: Any
     crop_start: int
+
+    @property
+    def tokens_per_prompt(self) -> int:
+        """Tokens the Qwen reads per prompt (template + 1000), which the memory planner sizes its activations by."""
+        return self.crop_start + MAX_QWEN_TOKENS
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.qwen, self.byt5]

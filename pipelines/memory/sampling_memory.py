@@ -24,6 +24,7 @@ from .offload import TRANSFORMER_BLOCKS as BLOCK_CONTAINERS
 from .offload import model_on_device, parse_offload
 from .vram_planner import (
     DECODE_TILE_SIZES,
+    ENCODER_TOKENS,
     ModelFacts,
     Plan,
     PlannerProfile,
@@ -87,17 +88,17 @@ def transformer_on_device(transformer, device, plan: Plan | None, home="cpu"):
 
 
 @contextmanager
-def text_encoders_on_device(encoders, device, free: int | None = None, home="cpu"):
+def text_encoders_on_device(encoders, device, free: int | None = None, home="cpu", tokens: int = ENCODER_TOKENS):
     """Both text encoders (and the vision tower, when there is one) on `device` for encoding; the Llama
     layers streamed when they do not all fit in the free memory (an 8 GB card and a bf16 Llama-3-8B);
-    all back on `home` afterwards."""
+    all back on `home` afterwards. `tokens`: what the LLM reads per prompt (HunyuanVideo 1.5's Qwen: 1108)."""
     free = free_bytes(device) if free is None else free
     llm = encoders.llm
     whole = [encoders.clip] + ([encoders.vision] if getattr(encoders, "vision", None) is not None else [])
     resident = None
     if free is not None:
         whole_bytes = sum(t.numel() * t.element_size() for module in whole for t in module.parameters())
-        resident = plan_resident_layers(free - whole_bytes, ModelFacts.from_llm(llm, LLM_CONTAINERS))
+        resident = plan_resident_layers(free - whole_bytes, ModelFacts.from_llm(llm, LLM_CONTAINERS), tokens)
     for module in whole:
         module.to(device)
     try:

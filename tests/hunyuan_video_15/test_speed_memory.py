@@ -101,3 +101,22 @@ def test_the_context_mask_is_made_once_per_prompt():
     embeds = _embeds(7, 1).with_image(torch.zeros(1, 729, 1152))
     assert embeds.attention_mask is embeds.attention_mask
     assert embeds.attention_mask.sum().item() == 7 + 2  # T2V's zero image tokens are not valid
+
+
+def test_qwen_layers_are_planned_for_the_1_5_prompt_length():
+    """The Qwen reads template + 1000 tokens a prompt: with the free memory of a 13B-length plan it streams more layers."""
+    from hunyuan_video_suite.pipelines.demo.hv15_text import tiny_text_encoders15
+    from hunyuan_video_suite.pipelines.memory.sampling_memory import LLM_CONTAINERS
+    from hunyuan_video_suite.pipelines.memory.vram_planner import RESERVE, DoesNotFit, ModelFacts, plan_resident_layers
+
+    encoders = tiny_text_encoders15()
+    assert encoders.tokens_per_prompt == encoders.crop_start + 1000
+    facts = ModelFacts.from_llm(encoders.qwen, LLM_CONTAINERS)
+    def plan(free, tokens):
+        try:
+            return plan_resident_layers(free, facts, tokens=tokens)
+        except DoesNotFit:
+            return "refused"
+
+    free = next(f for f in range(RESERVE, 2 * RESERVE, facts.block_bytes[0] // 4) if plan(f, 351) is None)
+    assert plan(free, encoders.tokens_per_prompt) is not None  # streamed layers, or refused: never all resident
