@@ -115,6 +115,10 @@ def _info(outcome: Outcome, shape, fps: float) -> str:
 
 # ----------------------------------------------------------------------------- WaveSpeedAI
 
+_HV15_DURATION = ("INT", {"default": 5, "min": 5, "max": 8, "tooltip": (
+    "Video length in seconds: 5 or 8 (other values are refused before anything is sent).")})
+
+
 class HYVSWaveSpeedT2V(_ApiNode):
     PROVIDER = "wavespeed"
     DESCRIPTION = ("HunyuanVideo text-to-video on WaveSpeedAI (wavespeed-ai/hunyuan-video/t2v), about $0.40 a video."
@@ -182,6 +186,48 @@ class HYVSWaveSpeedCustomRef2V(_ApiNode):
         return wavespeed.custom_ref2v_job(**params)
 
 
+class HYVSWaveSpeedHV15T2V(_ApiNode):
+    PROVIDER = "wavespeed"
+    DESCRIPTION = ("HunyuanVideo 1.5 text-to-video on WaveSpeedAI (wavespeed-ai/hunyuan-video-1.5/text-to-video), "
+                   "$0.02/s at 480p, $0.04/s at 720p. Its fields follow third-party clients (no official schema "
+                   "was found)." + _KEY_NOTE.format(var="WAVESPEED_API_KEY"))
+
+    @classmethod
+    def inputs(cls):
+        return {
+            "prompt": _prompt("What the video shows (required)."),
+            "negative_prompt": _prompt("What to avoid (optional)."),
+            "size": (list(wavespeed.HV15_SIZES), {"default": "1280*720", "tooltip": (
+                "Output size, width*height: 1280*720 / 720*1280 (720p) or 832*480 / 480*832 (480p).")}),
+            "duration": _HV15_DURATION,
+            "seed": _seed(-1, -1, wavespeed.SEED_MAX, "-1 lets the provider pick a random seed."),
+        }
+
+    @classmethod
+    def build_job(cls, **params):
+        return wavespeed.hv15_t2v_job(**params)
+
+
+class HYVSWaveSpeedHV15I2V(_ApiNode):
+    PROVIDER = "wavespeed"
+    DESCRIPTION = ("HunyuanVideo 1.5 image-to-video on WaveSpeedAI (wavespeed-ai/hunyuan-video-1.5/image-to-video)."
+                   + _KEY_NOTE.format(var="WAVESPEED_API_KEY"))
+
+    @classmethod
+    def inputs(cls):
+        return {
+            "image": _IMAGE,
+            "prompt": _prompt("What happens in the video (optional)."),
+            "resolution": (list(wavespeed.HV15_RESOLUTIONS), {"default": "720p", "tooltip": "Output resolution, 720p or 480p."}),
+            "duration": _HV15_DURATION,
+            "seed": _seed(-1, -1, wavespeed.SEED_MAX, "-1 lets the provider pick a random seed."),
+        }
+
+    @classmethod
+    def build_job(cls, **params):
+        return wavespeed.hv15_i2v_job(**params)
+
+
 # ----------------------------------------------------------------------------- fal.ai
 
 _ASPECT = (list(fal.ASPECT_RATIOS), {"default": "16:9", "tooltip": "Landscape 16:9 or portrait 9:16."})
@@ -232,6 +278,52 @@ class HYVSFalI2V(_ApiNode):
         return fal.i2v_job(**params)
 
 
+def _fal_hv15_inputs() -> dict:
+    return {
+        "prompt": _prompt("What the video shows (required)."),
+        "negative_prompt": _prompt("What to avoid (optional)."),
+        "num_inference_steps": ("INT", {"default": 28, "min": fal.HV15_STEPS[0], "max": fal.HV15_STEPS[1],
+                                        "tooltip": "Denoising steps (1..50)."}),
+        "seed": _FAL_SEED,
+        "aspect_ratio": _ASPECT,
+        "resolution": (list(fal.HV15_RESOLUTIONS), {"default": "480p", "tooltip": "Output resolution (fal offers 480p only)."}),
+        "num_frames": ("INT", {"default": 121, "min": fal.HV15_NUM_FRAMES[0], "max": fal.HV15_NUM_FRAMES[1],
+                               "tooltip": "Frames in the video (1..121; 121 is about 5 s at 24 fps)."}),
+        "enable_prompt_expansion": ("BOOLEAN", {"default": True, "tooltip": (
+            "Let fal rewrite the prompt into a more detailed one before generating.")}),
+    }
+
+
+class HYVSFalHV15T2V(_ApiNode):
+    PROVIDER = "fal"
+    DESCRIPTION = ("HunyuanVideo 1.5 text-to-video on fal.ai (fal-ai/hunyuan-video-v1.5/text-to-video), 480p, "
+                   "about $0.075 per second of video." + _KEY_NOTE.format(var="FAL_KEY"))
+
+    @classmethod
+    def inputs(cls):
+        return _fal_hv15_inputs()
+
+    @classmethod
+    def build_job(cls, **params):
+        return fal.hv15_t2v_job(**params)
+
+
+class HYVSFalHV15I2V(_ApiNode):
+    PROVIDER = "fal"
+    DESCRIPTION = ("HunyuanVideo 1.5 image-to-video on fal.ai (fal-ai/hunyuan-video-v1.5/image-to-video), 480p, "
+                   "$0.075 per second of video." + _KEY_NOTE.format(var="FAL_KEY"))
+
+    @classmethod
+    def inputs(cls):
+        inputs = _fal_hv15_inputs()
+        inputs["prompt"] = _prompt("What happens in the video (required).")
+        return {"image": _IMAGE, **inputs}
+
+    @classmethod
+    def build_job(cls, **params):
+        return fal.hv15_i2v_job(**params)
+
+
 # ----------------------------------------------------------------------------- Segmind
 
 class HYVSSegmindT2V(_ApiNode):
@@ -262,8 +354,12 @@ _NODES = {
     "HYVS_WaveSpeedT2V": (HYVSWaveSpeedT2V, "HunyuanVideo Suite: WaveSpeedAI Text to Video"),
     "HYVS_WaveSpeedI2V": (HYVSWaveSpeedI2V, "HunyuanVideo Suite: WaveSpeedAI Image to Video"),
     "HYVS_WaveSpeedCustomRef2V": (HYVSWaveSpeedCustomRef2V, "HunyuanVideo Suite: WaveSpeedAI Custom Reference to Video"),
+    "HYVS_WaveSpeedHV15T2V": (HYVSWaveSpeedHV15T2V, "HunyuanVideo Suite: WaveSpeedAI HunyuanVideo 1.5 T2V"),
+    "HYVS_WaveSpeedHV15I2V": (HYVSWaveSpeedHV15I2V, "HunyuanVideo Suite: WaveSpeedAI HunyuanVideo 1.5 I2V"),
     "HYVS_FalT2V": (HYVSFalT2V, "HunyuanVideo Suite: fal.ai Text to Video"),
     "HYVS_FalI2V": (HYVSFalI2V, "HunyuanVideo Suite: fal.ai Image to Video"),
+    "HYVS_FalHV15T2V": (HYVSFalHV15T2V, "HunyuanVideo Suite: fal.ai HunyuanVideo 1.5 T2V"),
+    "HYVS_FalHV15I2V": (HYVSFalHV15I2V, "HunyuanVideo Suite: fal.ai HunyuanVideo 1.5 I2V"),
     "HYVS_SegmindT2V": (HYVSSegmindT2V, "HunyuanVideo Suite: Segmind Text to Video"),
 }
 NODE_CLASS_MAPPINGS = {name: cls for name, (cls, _) in _NODES.items()}

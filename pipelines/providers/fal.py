@@ -24,6 +24,13 @@ T2V_NUM_FRAMES = ("129", "85")
 I2V_RESOLUTIONS = ("720p",)
 I2V_NUM_FRAMES = ("129",)
 SEED_MAX = 4294967295
+# HunyuanVideo 1.5 (SPEC-hv15 §9.1): prompt, negative_prompt, num_inference_steps, seed and aspect_ratio from
+# fal's own llms.txt; image_url, resolution, num_frames and enable_prompt_expansion from copies of its OpenAPI.
+HV15_T2V_MODEL = "fal-ai/hunyuan-video-v1.5/text-to-video"
+HV15_I2V_MODEL = "fal-ai/hunyuan-video-v1.5/image-to-video"
+HV15_RESOLUTIONS = ("480p",)
+HV15_STEPS = (1, 50)
+HV15_NUM_FRAMES = (1, 121)
 
 
 def _seed(seed) -> int | None:
@@ -61,6 +68,45 @@ def i2v_job(*, image, prompt: str, seed: int = -1, aspect_ratio: str = "16:9", r
     if value is not None:
         params["seed"] = value
     return Job("fal", I2V_MODEL, {**params, "image_url": upload.uri}, seed=value,
+               basis={**params, "image_url": upload.digest}, notes=(upload.note,))
+
+
+def _hv15_params(prompt, negative_prompt, num_inference_steps, aspect_ratio, resolution, num_frames,
+                 enable_prompt_expansion) -> dict:
+    return {
+        "prompt": check_text("prompt", prompt, required=True),
+        "negative_prompt": check_text("negative_prompt", negative_prompt),
+        "num_inference_steps": check_int("num_inference_steps", num_inference_steps, *HV15_STEPS),
+        "aspect_ratio": check_choice("aspect_ratio", aspect_ratio, ASPECT_RATIOS),
+        "resolution": check_choice("resolution", resolution, HV15_RESOLUTIONS),
+        "num_frames": check_int("num_frames", num_frames, *HV15_NUM_FRAMES),
+        "enable_prompt_expansion": check_bool("enable_prompt_expansion", enable_prompt_expansion),
+    }
+
+
+def hv15_t2v_job(*, prompt: str, negative_prompt: str = "", num_inference_steps: int = 28, seed: int = -1,
+                 aspect_ratio: str = "16:9", resolution: str = "480p", num_frames: int = 121,
+                 enable_prompt_expansion: bool = True) -> Job:
+    """HunyuanVideo 1.5 text-to-video (480p only, at most 121 frames); seed -1 is left out (fal picks)."""
+    payload = _hv15_params(prompt, negative_prompt, num_inference_steps, aspect_ratio, resolution, num_frames,
+                           enable_prompt_expansion)
+    value = _seed(seed)
+    if value is not None:
+        payload["seed"] = value
+    return Job("fal", HV15_T2V_MODEL, payload, seed=value)
+
+
+def hv15_i2v_job(*, image, prompt: str, negative_prompt: str = "", num_inference_steps: int = 28, seed: int = -1,
+                 aspect_ratio: str = "16:9", resolution: str = "480p", num_frames: int = 121,
+                 enable_prompt_expansion: bool = True) -> Job:
+    """HunyuanVideo 1.5 image-to-video: the image goes as `image_url` (a PNG data URI), as `i2v_job` sends it."""
+    upload = upload_image(image)
+    params = _hv15_params(prompt, negative_prompt, num_inference_steps, aspect_ratio, resolution, num_frames,
+                          enable_prompt_expansion)
+    value = _seed(seed)
+    if value is not None:
+        params["seed"] = value
+    return Job("fal", HV15_I2V_MODEL, {**params, "image_url": upload.uri}, seed=value,
                basis={**params, "image_url": upload.digest}, notes=(upload.note,))
 
 

@@ -8,6 +8,28 @@ import uuid
 
 from .server import MediaServer, ProviderFake, Reply, Seen, check_auth
 
+HV15_MODELS = ("fal-ai/hunyuan-video-v1.5/text-to-video", "fal-ai/hunyuan-video-v1.5/image-to-video")
+MODELS = ("fal-ai/hunyuan-video", "fal-ai/hunyuan-video-image-to-video", *HV15_MODELS)
+
+
+def _int_in(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def hv15_errors(body: dict) -> list[dict]:
+    """HunyuanVideo 1.5's documented fields (SPEC-hv15 §9.1), checked as fal's pydantic schema would: 422 details."""
+    checks = {
+        "negative_prompt": lambda v: isinstance(v, str),
+        "num_inference_steps": lambda v: _int_in(v, 1, 50),
+        "seed": lambda v: v is None or _int_in(v, 0, 2**63),
+        "aspect_ratio": lambda v: v in ("16:9", "9:16"),
+        "resolution": lambda v: v == "480p",
+        "num_frames": lambda v: _int_in(v, 1, 121),
+        "enable_prompt_expansion": lambda v: isinstance(v, bool),
+    }
+    return [{"loc": ["body", name], "msg": f"invalid value {body[name]!r}"}
+            for name, ok in checks.items() if name in body and not ok(body[name])]
+
 
 class FalFake(ProviderFake):
     def __init__(self, media: MediaServer, key: str, *, queue_polls: int = 1, run_polls: int = 1):
@@ -44,11 +66,13 @@ class FalFake(ProviderFake):
     def _submit(self, model: str, seen: Seen) -> Reply:
         if self.submit_replies:
             return self.submit_replies.pop(0)
-        if model not in ("fal-ai/hunyuan-video", "fal-ai/hunyuan-video-image-to-video"):
+        if model not in MODELS:
             return Reply(404, json={"detail": f"Application '{model}' not found"})
         body = json.loads(seen.body)
         missing = [k for k in (("prompt", "image_url") if "image" in model else ("prompt",)) if not body.get(k)]
-        if missing or not isinstance(body.get("num_frames", "129"), str):
+        if model in HV15_MODELS and not missing and hv15_errors(body):
+            return Reply(422, json={"detail": hv15_errors(body)})
+        if missing or (model not in HV15_MODELS and not isinstance(body.get("num_frames", "129"), str)):
             return Reply(422, json={"detail": [{"loc": ["body", m], "msg": "field required"} for m in missing] or
                                     [{"loc": ["body", "num_frames"], "msg": "must be a string"}]})
         rid = str(uuid.uuid4())

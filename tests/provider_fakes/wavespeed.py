@@ -9,8 +9,33 @@ from urllib.parse import unquote
 
 from .server import MediaServer, ProviderFake, Reply, Seen, check_auth
 
+HV15_T2V = "wavespeed-ai/hunyuan-video-1.5/text-to-video"
+HV15_I2V = "wavespeed-ai/hunyuan-video-1.5/image-to-video"
 MODELS = {"wavespeed-ai/hunyuan-video/t2v", "wavespeed-ai/hunyuan-video/i2v",
-          "wavespeed-ai/hunyuan-custom-ref2v-720p", "wavespeed-ai/hunyuan-custom-ref2v-480p"}
+          "wavespeed-ai/hunyuan-custom-ref2v-720p", "wavespeed-ai/hunyuan-custom-ref2v-480p", HV15_T2V, HV15_I2V}
+_IMAGE_MODELS = {"wavespeed-ai/hunyuan-video/i2v", "wavespeed-ai/hunyuan-custom-ref2v-720p",
+                 "wavespeed-ai/hunyuan-custom-ref2v-480p", HV15_I2V}
+
+
+def _int_in(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def hv15_error(model: str, body: dict) -> str | None:
+    """The first HunyuanVideo 1.5 field out of its range (SPEC-hv15 §9.2), as WaveSpeedAI's 400 message."""
+    checks = {"prompt": lambda v: isinstance(v, str), "seed": lambda v: _int_in(v, -1, 2147483647),
+              "duration": lambda v: v in (5, 8) and not isinstance(v, bool)}
+    if model == HV15_T2V:
+        checks.update(negative_prompt=lambda v: isinstance(v, str),
+                      size=lambda v: v in ("1280*720", "720*1280", "832*480", "480*832"))
+        if not str(body.get("prompt", "")).strip():
+            return "prompt is required"
+    else:
+        checks.update(resolution=lambda v: v in ("480p", "720p"))
+    for name, ok in checks.items():
+        if name in body and not ok(body[name]):
+            return f"invalid {name}: {body[name]!r}"
+    return None
 
 
 class WaveSpeedFake(ProviderFake):
@@ -49,9 +74,11 @@ class WaveSpeedFake(ProviderFake):
         if model not in MODELS or (self.custom_only_v2 and "custom" in model and version == "v3"):
             return Reply(404, json={"code": 404, "message": f"model {model} not found", "data": None})
         body = json.loads(seen.body)
-        if "i2v" in model or "custom" in model:
+        if model in _IMAGE_MODELS:
             if not str(body.get("image", "")).startswith(("data:image/", "http")):
                 return Reply(400, json={"code": 400, "message": "image is required", "data": None})
+        if model in (HV15_T2V, HV15_I2V) and hv15_error(model, body):
+            return Reply(400, json={"code": 400, "message": hv15_error(model, body), "data": None})
         file = uuid.uuid4().hex
         rid = self.id_prefix + file
         self.jobs[rid] = {"id": rid, "file": file, "model": model, "body": body, "polls": 0}

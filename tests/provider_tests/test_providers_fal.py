@@ -1,5 +1,7 @@
 """fal.ai queue client against a fake fal queue server on 127.0.0.1."""
 
+import re
+
 import pytest
 import torch
 
@@ -194,3 +196,18 @@ def test_validation_names_the_input(kw, name):
 def test_i2v_allows_only_documented_values():
     with pytest.raises(E.InvalidParameter, match="'resolution'"):
         fal.i2v_job(image=torch.rand(1, 8, 8, 3), prompt="x", resolution="480p")
+
+
+@pytest.mark.parametrize("builder", [fal.hv15_t2v_job, fal.hv15_i2v_job], ids=["hv15-t2v", "hv15-i2v"])
+@pytest.mark.parametrize("kw, name, allowed", [
+    ({"resolution": "720p"}, "resolution", "'480p'"), ({"num_frames": 122}, "num_frames", "between 1 and 121"),
+    ({"num_frames": 0}, "num_frames", "between 1 and 121"), ({"num_frames": "121"}, "num_frames", "whole number"),
+    ({"num_inference_steps": 51}, "num_inference_steps", "between 1 and 50"),
+    ({"aspect_ratio": "1:1"}, "aspect_ratio", "'16:9', '9:16'"), ({"prompt": "  "}, "prompt", "required"),
+    ({"seed": -2}, "seed", "between -1"), ({"enable_prompt_expansion": "yes"}, "enable_prompt_expansion", "true or false"),
+    ({"negative_prompt": None}, "negative_prompt", "text"),
+])
+def test_hv15_validation_names_the_input_and_what_is_allowed(builder, kw, name, allowed):
+    extra = {"image": torch.rand(1, 8, 8, 3)} if builder is fal.hv15_i2v_job else {}
+    with pytest.raises(E.InvalidParameter, match=f"'{name}'.*{re.escape(allowed)}"):
+        builder(**{"prompt": "x", **extra, **kw})

@@ -133,6 +133,16 @@ def test_interrupt_detaches_and_resume_bills_once(provider_env, data_dir, fast):
     (wavespeed.custom_ref2v_job, {"image": torch.rand(1, 4, 4, 3), "prompt": "x", "guidance_scale": float("nan")},
      "guidance_scale"),
     (wavespeed.i2v_job, {"image": torch.rand(4, 4)}, "image"),
+    (wavespeed.hv15_t2v_job, {"prompt": " "}, "prompt"),
+    (wavespeed.hv15_t2v_job, {"prompt": "x", "size": "1920*1080"}, "size"),
+    (wavespeed.hv15_t2v_job, {"prompt": "x", "duration": 10}, "duration"),
+    (wavespeed.hv15_t2v_job, {"prompt": "x", "duration": "5"}, "duration"),
+    (wavespeed.hv15_t2v_job, {"prompt": "x", "seed": -2}, "seed"),
+    (wavespeed.hv15_t2v_job, {"prompt": "x", "negative_prompt": 3}, "negative_prompt"),
+    (wavespeed.hv15_i2v_job, {"image": torch.rand(1, 4, 4, 3), "resolution": "1080p"}, "resolution"),
+    (wavespeed.hv15_i2v_job, {"image": torch.rand(1, 4, 4, 3), "duration": 6}, "duration"),
+    (wavespeed.hv15_i2v_job, {"image": torch.rand(1, 4, 4, 3), "seed": 2147483648}, "seed"),
+    (wavespeed.hv15_i2v_job, {"image": torch.rand(4, 4)}, "image"),
 ])
 def test_validation_names_the_input(builder, kw, name):
     with pytest.raises(E.InvalidParameter, match=f"'{name}'"):
