@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .job_options import JOB_INPUTS, OptionError, flags, read_config, read_picture
 
-# = hunyuan_video_15.variants.VARIANTS (a test keeps them equal)
+# = hunyuan_video_15.variants.BASE_VARIANTS (a test keeps them equal)
 HV15_VARIANT_CHOICES = (
     "480p_t2v", "480p_i2v", "480p_t2v_distilled", "480p_i2v_distilled", "480p_i2v_step_distilled",
     "720p_t2v", "720p_i2v", "720p_t2v_distilled", "720p_i2v_distilled", "720p_i2v_distilled_sparse",

@@ -13,6 +13,14 @@ import argparse
 import os
 from pathlib import Path
 
+from .hv15_options import (
+    DEFAULT_ASPECT_RATIO,
+    HV15_NEEDED,
+    HV15_VARIANT_CHOICES,
+    check_family,
+    check_hv15,
+    model_family,
+)
 from .job_options import (
     CFG_BATCHING_CHOICES,
     CUSTOM_DEFAULTS,
@@ -27,14 +35,6 @@ from .job_options import (
     choose_job,
     folder_variant,
     read_picture,
-)
-from .hv15_options import (
-    DEFAULT_ASPECT_RATIO,
-    HV15_NEEDED,
-    HV15_VARIANT_CHOICES,
-    check_family,
-    check_hv15,
-    model_family,
 )
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")  # H.264 in any of these containers

@@ -20,11 +20,12 @@ LAYOUTS = ("comfy", "authors_file", "authors_folder", "diffusers")
 
 
 def tiny_transformer15(text_dim: int, byt5_dim: int, image_dim: int, meanflow: bool = False, seed: int = 0,
-                       layers: int = 2) -> HunyuanVideo15Transformer3DModel:
-    """Two heads of 24, `layers` double blocks, one refiner block; random but seeded weights."""
+                       layers: int = 2, sr: bool = False) -> HunyuanVideo15Transformer3DModel:
+    """Two heads of 24, `layers` double blocks, one refiner block; random but seeded weights. `sr`: the
+    super-resolution DiT's 98 input channels (latent, first frame + mask, LQ latent + ones)."""
     torch.manual_seed(seed)
     model = HunyuanVideo15Transformer3DModel(
-        in_channels=2 * LATENT_CHANNELS + 1,
+        in_channels=(3 if sr else 2) * LATENT_CHANNELS + (2 if sr else 1),
         out_channels=LATENT_CHANNELS,
         num_attention_heads=TINY_HEADS,
         attention_head_dim=TINY_HEAD_DIM,

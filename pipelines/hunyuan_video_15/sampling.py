@@ -92,6 +92,9 @@ class FirstFrameCondition(LatentConditioning):
 
 
 def check_job(variant, image: ImageCondition15 | None) -> None:
+    if variant.is_sr:
+        raise ValueError(f"the transformer is the {variant.title} DiT: it lifts a finished base video (the HV1.5 "
+                         "Super-Resolution node); load a T2V or I2V transformer to sample")
     if variant.is_i2v and image is None:
         raise ValueError(f"the transformer is {variant.title}: connect image conditioning (or load a T2V variant)")
     if not variant.is_i2v and image is not None:

@@ -26,8 +26,9 @@ from ..weights.checkpoints import FP8_MARKER, CheckpointError
 from ..weights.fp8_linear import FP8_DTYPE
 from ..weights.streaming_load import FP8_DTYPES, StoragePlan, TensorSource, quantizable_block_prefixes, stream_into
 from . import attention
+from .sizes import BUCKET_BASES
 from .transformer_keys import UnknownKeyError, convert_tensor, layout_of
-from .variants import Variant, parse_variant, variant_from_config, variant_from_name
+from .variants import SR_VARIANTS, Variant, parse_variant, sr_variant_from_name, variant_from_config, variant_from_name
 
 if TYPE_CHECKING:
     from diffusers import HunyuanVideo15Transformer3DModel
@@ -128,9 +129,12 @@ def choose_variant(asked: str, meanflow: bool, in_channels: int, candidates: lis
     """The variant `asked` (checked against what the keys show), else the first that config.json or a name
     told (`candidates`, in order of trust)."""
     if in_channels == SR_INPUT_CHANNELS:
-        raise CheckpointError("this is the super-resolution DiT (98 input channels), not a T2V/I2V model")
+        return _choose_sr_variant(asked, meanflow, candidates)
     if asked != "auto":
         variant = parse_variant(asked)
+        if variant.is_sr:
+            raise CheckpointError(f"variant {asked} does not fit these weights: they are a T2V/I2V transformer "
+                                  f"({in_channels} input channels), not the super-resolution DiT ({SR_INPUT_CHANNELS})")
         if variant.meanflow != meanflow:
             has = "has" if meanflow else "lacks"
             raise CheckpointError(f"variant {asked} does not fit these weights: the file {has} the step-distilled "
@@ -145,6 +149,20 @@ def choose_variant(asked: str, meanflow: bool, in_channels: int, candidates: lis
         raise CheckpointError(f"the name says {variant.name}, but the weights {'have' if meanflow else 'lack'} the "
                               "step-distilled embedder: set the loader's variant")
     return variant
+
+
+def _choose_sr_variant(asked: str, meanflow: bool, candidates: list[str | None]) -> Variant:
+    """The super-resolution DiT (98 input channels): 720p or 1080p as asked, else as its name or config tells."""
+    if asked != "auto":
+        if not parse_variant(asked).is_sr:
+            raise CheckpointError(f"variant {asked} does not fit these weights: they are the super-resolution DiT "
+                                  f"({SR_INPUT_CHANNELS} input channels); choose {' or '.join(SR_VARIANTS)}")
+        return Variant(asked, sr_meanflow=meanflow)
+    found = next((c for c in candidates if c), None)
+    if found is None:
+        raise CheckpointError("this super-resolution DiT's name and config do not say 720p or 1080p: set the loader's "
+                              f"variant to {' or '.join(SR_VARIANTS)}")
+    return Variant(found, sr_meanflow=meanflow)
 
 
 def _locate(path: Path) -> tuple[list[Path], list[str], dict]:
@@ -206,6 +224,9 @@ def _identify(sources: list[TensorSource], files: list[Path], variant: str, hint
         _check_family(keys, name)
         derived = derive_config({k: s.shape(k) for s in sources for k in s.keys()})
         meanflow, in_channels = bool(derived["use_meanflow"]), derived["in_channels"]
+    if in_channels == SR_INPUT_CHANNELS:
+        candidates = [*(sr_variant_from_name(h) for h in hints), sr_variant_from_name(config.get("ideal_resolution") or "")]
+        return layout, derived, choose_variant(variant, meanflow, in_channels, candidates)
     candidates = [*(variant_from_name(h, meanflow) for h in hints), variant_from_config(config)]
     if layout == "diffusers":
         target = {640: "480p", 960: "720p"}.get(config.get("target_size"))
@@ -227,7 +248,7 @@ def _load_files(files: list[Path], variant: str, dtype: str, device, hints, conf
     plan = plan_storage(dtype, _stored_dtype(sources))
     from diffusers import HunyuanVideo15Transformer3DModel
 
-    model_config.update(target_size=640 if chosen.resolution == "480p" else 960, task_type=chosen.task)
+    model_config.update(target_size=BUCKET_BASES[chosen.resolution], task_type=chosen.task)
     with torch.device("meta"):
         model = HunyuanVideo15Transformer3DModel(**model_config)
     prefixes = quantizable_block_prefixes(model, BLOCK_CONTAINERS)

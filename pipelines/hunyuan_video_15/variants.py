@@ -14,10 +14,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-VARIANTS = (
+SR_VARIANTS = ("720p_sr_distilled", "1080p_sr_distilled")  # 480p -> 720p and 720p -> 1080p
+BASE_VARIANTS = (
     "480p_t2v", "480p_i2v", "480p_t2v_distilled", "480p_i2v_distilled", "480p_i2v_step_distilled",
     "720p_t2v", "720p_i2v", "720p_t2v_distilled", "720p_i2v_distilled", "720p_i2v_distilled_sparse",
 )
+VARIANTS = (*BASE_VARIANTS, *SR_VARIANTS)
+SR_BASE_RESOLUTION = {"720p": "480p", "1080p": "720p"}  # the authors' SR_PIPELINE_CONFIGS base_resolution
 STEP_DISTILLED_STEPS = (8, 12)  # the authors' recommendation; their code defaults to 12
 DEFAULT_FRAMES = 121
 DEFAULT_FPS = 24
@@ -33,6 +36,9 @@ class Recipe:
 @dataclass(frozen=True)
 class Variant:
     name: str
+    # The SR DiT's MeanFlow embedder (`time_r_in`), read from its weights: unlike the base step-distilled
+    # model's, the SR variants' names do not say (the authors read `use_meanflow` from config.json).
+    sr_meanflow: bool = False
 
     @property
     def resolution(self) -> str:
@@ -47,12 +53,16 @@ class Variant:
         return self.task == "i2v"
 
     @property
+    def is_sr(self) -> bool:
+        return self.task == "sr"
+
+    @property
     def meanflow(self) -> bool:
-        return self.name.endswith("step_distilled")
+        return self.name.endswith("step_distilled") or (self.is_sr and self.sr_meanflow)
 
     @property
     def cfg_distilled(self) -> bool:
-        return "distilled" in self.name and not self.meanflow
+        return "distilled" in self.name and not self.meanflow and not self.is_sr
 
     @property
     def sparse(self) -> bool:
@@ -60,6 +70,8 @@ class Variant:
 
     @property
     def recipe(self) -> Recipe:
+        if self.is_sr:  # SR_PIPELINE_CONFIGS: CFG 1, shift 2, 6 steps to 720p, 8 to 1080p
+            return Recipe(cfg=1.0, flow_shift=2.0, steps=6 if self.resolution == "720p" else 8)
         shift = {"480p": 5.0, "720p": 9.0 if self.task == "t2v" else 7.0}[self.resolution]
         if self.meanflow:
             return Recipe(cfg=1.0, flow_shift=7.0, steps=12)
@@ -67,6 +79,8 @@ class Variant:
 
     @property
     def title(self) -> str:
+        if self.is_sr:
+            return f"HunyuanVideo 1.5 {SR_BASE_RESOLUTION[self.resolution]} -> {self.resolution} super-resolution"
         kind = {"t2v": "text-to-video", "i2v": "image-to-video"}[self.task]
         extra = " step-distilled" if self.meanflow else " CFG-distilled" if self.cfg_distilled else ""
         return f"HunyuanVideo 1.5 {self.resolution} {kind}{extra}{' (sparse)' if self.sparse else ''}"
@@ -100,6 +114,13 @@ def variant_from_name(text: str, meanflow: bool) -> str | None:
     distilled = "distill" in text
     return _compose(resolution.group(1) + "p", task.group(1), meanflow or "step_distill" in text, distilled,
                     "sparse" in text)
+
+
+def sr_variant_from_name(text: str) -> str | None:
+    """The SR variant a name spells (ComfyUI: `hunyuanvideo1.5_1080p_sr_distilled_fp16`, the authors'
+    folder `720p_sr_distilled`), or the SR variant of an authors' config.json `ideal_resolution`."""
+    found = re.search(r"(?<!\d)(720|1080)p", text.lower())
+    return f"{found.group(1)}p_sr_distilled" if found else None
 
 
 def _compose(resolution: str, task: str, meanflow: bool, distilled: bool, sparse: bool) -> str:

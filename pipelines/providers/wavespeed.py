@@ -12,8 +12,19 @@ from __future__ import annotations
 import httpx
 
 from . import errors as E
-from .base import (Job, Protocol, Result, Status, Submitted, check_bool, check_choice, check_float, check_int,
-                   check_text, json_number)
+from .base import (
+    Job,
+    Protocol,
+    Result,
+    Status,
+    Submitted,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_text,
+    json_number,
+)
 from .http import retrying, submit_once
 from .journal import JobRow
 from .media import upload_image

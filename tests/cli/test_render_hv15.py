@@ -10,7 +10,12 @@ import pytest
 import torch
 from hunyuan_video_suite.pipelines.cli import hv15_jobs, hv15_options, options
 from hunyuan_video_suite.pipelines.cli.render import main, parse_args
-from hunyuan_video_suite.pipelines.demo.hv15_text import save_siglip, save_text_encoders15, tiny_siglip, tiny_text_encoders15
+from hunyuan_video_suite.pipelines.demo.hv15_text import (
+    save_siglip,
+    save_text_encoders15,
+    tiny_siglip,
+    tiny_text_encoders15,
+)
 from hunyuan_video_suite.pipelines.demo.hv15_transformer import save_transformer15, tiny_transformer15
 from hunyuan_video_suite.pipelines.demo.hv15_vae import save_vae15, tiny_vae15
 from hunyuan_video_suite.pipelines.demo.tiny_transformer import save_transformer, tiny_transformer
@@ -263,7 +268,7 @@ def test_a_diffusers_folder_is_read_from_its_configs(files, capsys, tmp_path, no
 # ----------------------------------------------------------------------------- the help's names are the engine's
 
 def test_hv15_choices_match_the_engine():
-    assert hv15_options.HV15_VARIANT_CHOICES == variants.VARIANTS
+    assert hv15_options.HV15_VARIANT_CHOICES == variants.BASE_VARIANTS
     assert hv15_options.DEFAULT_ASPECT_RATIO == sizes.ASPECT_RATIOS[0]
     assert set(options.FILE_OPTIONS) >= {*hv15_options.HV15_NEEDED, "vision"}
     assert set(hv15_options.HV13_ONLY) | set(hv15_options.HV15_ONLY) <= set(vars(parse_args([])))

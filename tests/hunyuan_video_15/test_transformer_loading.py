@@ -93,12 +93,12 @@ def test_wrong_files_are_refused_by_their_header(tmp_path):
     save_file({"decoder.conv_in.conv.weight": torch.zeros(4, 32, 3, 3, 3)}, str(vae_like))
     with pytest.raises(CheckpointError, match="hunyuanvideo15_vae_fp16.safetensors: expected a HunyuanVideo 1.5"):
         load_transformer(vae_like, variant="720p_t2v")
-    sr = tiny_transformer15(**DIMS)
-    state = diffusers_to_authors(sr.state_dict(), fused=True)
-    state["img_in.proj.weight"] = torch.zeros(state["img_in.proj.weight"].shape[0], 98, 1, 1, 1)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "hunyuanvideo1.5_720p_sr_distilled.safetensors"))
-    with pytest.raises(CheckpointError, match="super-resolution"):
-        load_transformer(tmp_path / "hunyuanvideo1.5_720p_sr_distilled.safetensors")
+    sr = save_transformer15(tiny_transformer15(**DIMS, sr=True), tmp_path / "hunyuanvideo1.5_720p_sr_distilled.safetensors")
+    with pytest.raises(CheckpointError, match="not a T2V/I2V model|super-resolution DiT"):
+        load_transformer(sr, variant="720p_t2v")
+    base = save_transformer15(tiny_transformer15(**DIMS), tmp_path / "hunyuanvideo1.5_720p_t2v.safetensors")
+    with pytest.raises(CheckpointError, match="T2V/I2V transformer"):
+        load_transformer(base, variant="1080p_sr_distilled")
 
 
 def test_the_real_size_layout_gives_the_real_config():

@@ -7,7 +7,12 @@ import pytest
 import torch
 from hunyuan_video_suite.nodes.hunyuan_video_15 import i2v, loaders, options, sampler, text, vae, vision
 from hunyuan_video_suite.nodes.types import HV15_TRANSFORMER
-from hunyuan_video_suite.pipelines.demo.hv15_text import save_siglip, save_text_encoders15, tiny_siglip, tiny_text_encoders15
+from hunyuan_video_suite.pipelines.demo.hv15_text import (
+    save_siglip,
+    save_text_encoders15,
+    tiny_siglip,
+    tiny_text_encoders15,
+)
 from hunyuan_video_suite.pipelines.demo.hv15_transformer import save_transformer15, tiny_transformer15
 from hunyuan_video_suite.pipelines.demo.hv15_vae import save_vae15, tiny_vae15
 

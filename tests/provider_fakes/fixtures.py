@@ -6,7 +6,6 @@ import logging
 import time
 
 import pytest
-
 from hunyuan_video_suite.pipelines.providers import journal as J
 from hunyuan_video_suite.pipelines.providers import runner
 from hunyuan_video_suite.pipelines.providers.http import RetryPolicy

@@ -7,7 +7,6 @@ import logging
 
 import httpx
 import pytest
-
 from hunyuan_video_suite.pipelines.providers import errors as E
 from hunyuan_video_suite.pipelines.providers import journal as J
 from hunyuan_video_suite.pipelines.providers.base import fingerprint

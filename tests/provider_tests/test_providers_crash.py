@@ -7,9 +7,10 @@ import textwrap
 
 import pytest
 import torch
-
 from conftest import PACK_ROOT
-from hunyuan_video_suite.pipelines.providers import fal, journal as J, segmind, wavespeed
+from hunyuan_video_suite.pipelines.providers import fal
+from hunyuan_video_suite.pipelines.providers import journal as J
+from hunyuan_video_suite.pipelines.providers import segmind, wavespeed
 from provider_fakes.fixtures import *  # noqa: F401,F403 - fixtures
 from provider_fakes.fixtures import journal_row, run
 

@@ -4,7 +4,6 @@ import re
 
 import pytest
 import torch
-
 from hunyuan_video_suite.pipelines.providers import errors as E
 from hunyuan_video_suite.pipelines.providers import fal
 from hunyuan_video_suite.pipelines.providers import journal as J

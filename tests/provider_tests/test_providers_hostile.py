@@ -21,19 +21,19 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import PACK_ROOT
 from hunyuan_video_suite.nodes import api
 from hunyuan_video_suite.pipelines.providers import errors as E
-from hunyuan_video_suite.pipelines.providers import fal, segmind, wavespeed
+from hunyuan_video_suite.pipelines.providers import fal
 from hunyuan_video_suite.pipelines.providers import journal as J
+from hunyuan_video_suite.pipelines.providers import segmind, wavespeed
 from hunyuan_video_suite.pipelines.providers.base import Job
 from hunyuan_video_suite.pipelines.providers.http import MAX_ANSWER_BYTES, RetryPolicy, rate_limit_wait
 from hunyuan_video_suite.pipelines.providers.media import REFETCH_ATTEMPTS, Sink, spool, verify_video
 from hunyuan_video_suite.pipelines.providers.netguard import media_client
 from hunyuan_video_suite.pipelines.providers.runner import SYNC_LOST, Outcome
 from hunyuan_video_suite.pipelines.providers.service import JOURNAL_FILE, config_from_env
+from PIL import Image
 from provider_fakes.fixtures import *  # noqa: F401,F403 - fixtures
 from provider_fakes.fixtures import KEYS, Recorder, all_log_text, journal_row, run, wait_until
 from provider_fakes.server import Reply, make_mp4

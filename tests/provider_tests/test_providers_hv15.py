@@ -7,11 +7,11 @@ is in test_providers_crash.py)."""
 
 import pytest
 import torch
-
 from hunyuan_video_suite.nodes import api, host
 from hunyuan_video_suite.pipelines.providers import errors as E
-from hunyuan_video_suite.pipelines.providers import fal, wavespeed
+from hunyuan_video_suite.pipelines.providers import fal
 from hunyuan_video_suite.pipelines.providers import journal as J
+from hunyuan_video_suite.pipelines.providers import wavespeed
 from hunyuan_video_suite.pipelines.providers.base import Job
 from provider_fakes.fixtures import *  # noqa: F401,F403 - fixtures
 from provider_fakes.fixtures import KEYS, Recorder, journal_row, run

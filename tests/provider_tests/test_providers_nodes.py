@@ -6,7 +6,6 @@ import sqlite3
 
 import pytest
 import torch
-
 from conftest import PACK_ROOT
 from hunyuan_video_suite.nodes import api, host
 from hunyuan_video_suite.pipelines.providers import errors as E

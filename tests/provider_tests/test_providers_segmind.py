@@ -3,7 +3,6 @@
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from hunyuan_video_suite.pipelines.providers import errors as E
 from hunyuan_video_suite.pipelines.providers import journal as J
 from hunyuan_video_suite.pipelines.providers import segmind

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from hunyuan_video_suite.pipelines.providers import errors as E
 from hunyuan_video_suite.pipelines.providers import journal as J
 from hunyuan_video_suite.pipelines.providers import wavespeed
