@@ -6,7 +6,9 @@ Builds the real 8.3B transformer (diffusers' default config: 54 double blocks, 1
 VAE (in fp16, for `plan_memory`'s decode tiling) on `meta`, so no memory is needed, and asks
 `plan_memory` (offload auto) what it does at 848x480x121 and 1280x720x121 for each amount of free GPU
 memory, with bf16 weights (weight_dtype auto: the planner may store the block linears in fp8 to fit) and
-fp8 weights, the CFG branches one after the other (batch 1) or batched (batch 2). Prints per request the
+fp8 weights, the CFG branches one after the other (batch 1) or batched (batch 2); then the super-resolution DiT
+(the same blocks, 98 input channels, CFG 1) at its output sizes, 1280x720x121 (from 480p) and 1904x1072x121
+(from 720p, the authors' bucket for 1280x720). Prints per request the
 estimate with every block streamed and with all of them resident, then per card: resident blocks of 54,
 "+fp8" where the planner chose fp8 storage, "ch" where it runs the feed-forwards in token chunks, and the
 estimated sampling peak in GiB; or "does not fit" with the floor it would need. The activation constant is
@@ -31,12 +33,13 @@ from hunyuan_video_suite.pipelines.memory.vram_planner import (
 )
 
 SIZES = ((848, 480, 121), (1280, 720, 121))
+SR_SIZES = ((1280, 720, 121), (1904, 1072, 121))  # the SR stage's outputs: 480p -> 720p, 720p -> 1080p
 CARDS_GB = (8, 12, 16, 24, 32, 48, 80)  # free GPU memory, GiB (what the planner is given)
 
 
-def model_facts() -> dict[str, ModelFacts]:
+def model_facts(in_channels: int = 65) -> dict[str, ModelFacts]:
     with torch.device("meta"):
-        model = HunyuanVideo15Transformer3DModel().to(torch.bfloat16)
+        model = HunyuanVideo15Transformer3DModel(in_channels=in_channels, out_channels=32).to(torch.bfloat16)
     bf16 = ModelFacts.from_model(model, BLOCK_CONTAINERS, HV15_PROFILE)
     return {"bf16": bf16, "fp8": bf16.as_fp8()}
 
@@ -64,18 +67,26 @@ def main() -> None:
           f"{vae / GiB:.2f} GiB (fp16)")
     print("cell: resident blocks of 54 [+fp8: stored fp8 to fit] [ch: feed-forwards in token chunks], estimated "
           "sampling peak GiB")
-    header = " | ".join(f"{gb} GB free" for gb in CARDS_GB)
     for width, height, frames in SIZES:
-        print(f"\n{width}x{height}x{frames}")
-        print(f"| weights | CFG | all streamed | all resident | {header} |")
-        print("|" + "---|" * (4 + len(CARDS_GB)))
-        for weights, model in facts.items():
-            for cfg, batch in (("sequential", 1), ("batched", 2)):
-                request = Request.for_profile(HV15_PROFILE, width, height, frames, batch, latent_channels=32)
-                streamed = sampling_bytes(model, request, 0, chunked=True) / GiB
-                resident = sampling_bytes(model, request, len(model.block_bytes)) / GiB
-                cells = " | ".join(cell(gb * GiB, model, request, vae) for gb in CARDS_GB)
-                print(f"| {weights} | {cfg} | {streamed:.1f} | {resident:.1f} | {cells} |")
+        table(f"{width}x{height}x{frames}", facts, vae, width, height, frames, (("sequential", 1), ("batched", 2)))
+    sr_facts = model_facts(in_channels=98)
+    for width, height, frames in SR_SIZES:
+        table(f"super-resolution DiT, output {width}x{height}x{frames}", sr_facts, vae, width, height, frames,
+              (("1 (off)", 1),))
+
+
+def table(title: str, facts: dict[str, ModelFacts], vae: int, width: int, height: int, frames: int, cfgs) -> None:
+    header = " | ".join(f"{gb} GB free" for gb in CARDS_GB)
+    print(f"\n{title}")
+    print(f"| weights | CFG | all streamed | all resident | {header} |")
+    print("|" + "---|" * (4 + len(CARDS_GB)))
+    for weights, model in facts.items():
+        for cfg, batch in cfgs:
+            request = Request.for_profile(HV15_PROFILE, width, height, frames, batch, latent_channels=32)
+            streamed = sampling_bytes(model, request, 0, chunked=True) / GiB
+            resident = sampling_bytes(model, request, len(model.block_bytes)) / GiB
+            cells = " | ".join(cell(gb * GiB, model, request, vae) for gb in CARDS_GB)
+            print(f"| {weights} | {cfg} | {streamed:.1f} | {resident:.1f} | {cells} |")
 
 
 if __name__ == "__main__":
