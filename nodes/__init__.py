@@ -15,6 +15,7 @@ from .hunyuan_video_15 import i2v as hv15_i2v
 from .hunyuan_video_15 import loaders as hv15_loaders
 from .hunyuan_video_15 import options as hv15_options
 from .hunyuan_video_15 import sampler as hv15_sampler
+from .hunyuan_video_15 import super_resolution as hv15_super_resolution
 from .hunyuan_video_15 import text as hv15_text
 from .hunyuan_video_15 import vae as hv15_vae
 from .hunyuan_video_15 import vision as hv15_vision
@@ -22,7 +23,7 @@ from .shared import decode, memory, speed
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-_HV15 = (hv15_loaders, hv15_options, hv15_text, hv15_vision, hv15_vae, hv15_i2v, hv15_sampler)
+_HV15 = (hv15_loaders, hv15_options, hv15_text, hv15_vision, hv15_vae, hv15_i2v, hv15_sampler, hv15_super_resolution)
 for _module in (loaders, memory, t2v, i2v, custom, speed, decode, *_HV15, api):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

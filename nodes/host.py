@@ -61,10 +61,28 @@ def in_comfy() -> bool:
 
 # ----------------------------------------------------------------------------- model files
 
+# Model folders that ComfyUI versions the pack supports may lack (`latent_upscale_models` came with 0.3.71): on
+# those the pack registers the folder as newer ComfyUI does (models/<folder>, its weight file extensions).
+LATE_MODEL_FOLDERS = ("latent_upscale_models",)
+WEIGHT_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
+
+
+def register_model_folder(folder: str) -> None:
+    """Make ComfyUI know `folder` (one of LATE_MODEL_FOLDERS) when it does not yet; nothing outside ComfyUI."""
+    known = getattr(_folder_paths, "folder_names_and_paths", None)
+    models_dir = getattr(_folder_paths, "models_dir", None)
+    if folder not in LATE_MODEL_FOLDERS or known is None or models_dir is None or folder in known:
+        return
+    extensions = set(getattr(_folder_paths, "supported_pt_extensions", WEIGHT_EXTENSIONS))
+    known[folder] = ([os.path.join(models_dir, folder)], extensions)
+    log.info("registered ComfyUI model folder %s (this ComfyUI predates it)", folder)
+
+
 def model_files(folder: str) -> list[str]:
     """Names of the files in one of ComfyUI's model folders (`diffusion_models`, `vae`, ...)."""
     if _folder_paths is None:
         return []
+    register_model_folder(folder)
     try:
         return list(_folder_paths.get_filename_list(folder))
     except KeyError:
@@ -73,17 +91,30 @@ def model_files(folder: str) -> list[str]:
 
 def model_folders(folder: str) -> list[str]:
     """Sub-folders (diffusers layouts) directly inside ComfyUI's model folder `folder`."""
+    return [name for root in _folder_roots(folder) for name in sorted(e.name for e in os.scandir(root) if e.is_dir())]
+
+
+def saved_model_folders(folder: str) -> list[str]:
+    """Folders at any depth inside ComfyUI's model folder `folder` that hold a `config.json` (a model saved with
+    its config, as the authors ship theirs), as paths relative to the model folder."""
+    names = []
+    for root in _folder_roots(folder):
+        for path, dirs, files in os.walk(root, followlinks=True):
+            dirs.sort()
+            if path != root and "config.json" in files:
+                names.append(Path(os.path.relpath(path, root)).as_posix())
+                dirs.clear()
+    return names
+
+
+def _folder_roots(folder: str) -> list[str]:
     if _folder_paths is None:
         return []
-    names = []
+    register_model_folder(folder)
     try:
-        roots = _folder_paths.get_folder_paths(folder)
+        return [root for root in _folder_paths.get_folder_paths(folder) if os.path.isdir(root)]
     except KeyError:
         return []
-    for root in roots:
-        if os.path.isdir(root):
-            names.extend(sorted(e.name for e in os.scandir(root) if e.is_dir()))
-    return names
 
 
 def resolve_model_path(folder: str, name: str) -> str:
@@ -91,10 +122,11 @@ def resolve_model_path(folder: str, name: str) -> str:
     name = name.strip()
     if os.path.isabs(name) or _folder_paths is None:
         return name
+    register_model_folder(folder)
     full = _folder_paths.get_full_path(folder, name)
     if full is not None:
         return full
-    for root in _folder_paths.get_folder_paths(folder):
+    for root in _folder_roots(folder):
         candidate = os.path.join(root, name)
         if os.path.exists(candidate):
             return candidate
@@ -104,9 +136,13 @@ def resolve_model_path(folder: str, name: str) -> str:
 DIFFUSERS_PREFIX = "diffusers/"  # a combo value naming a folder of ComfyUI's models/diffusers
 
 
-def model_choices(folder: str, with_diffusers: bool) -> list[str]:
-    """A loader's combo: the files of ComfyUI's `folder`, and (`with_diffusers`) the diffusers folders."""
+def model_choices(folder: str, with_diffusers: bool, with_saved_folders: bool = False) -> list[str]:
+    """A loader's combo: the files of ComfyUI's `folder`, and (`with_diffusers`) the diffusers folders;
+    `with_saved_folders`: the folders inside `folder` that hold a config.json, in place of the files in them."""
     names = model_files(folder)
+    if with_saved_folders:
+        saved = saved_model_folders(folder)
+        names = [n for n in names if not any(n.replace("\\", "/").startswith(s + "/") for s in saved)] + saved
     if with_diffusers:
         names += [DIFFUSERS_PREFIX + name for name in model_folders("diffusers")]
     return names

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ...pipelines.hunyuan_video_13b.i2v import (
     DEFAULT_INTERLEAVE,
-    MODE_SHIFT,
     MAX_INTERLEAVE,
+    MODE_SHIFT,
     MODES,
     RESOLUTION_BASES,
     I2VRequest,

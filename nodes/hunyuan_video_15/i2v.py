@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...pipelines.hunyuan_video_15.image_conditioning import check_single_image, prepare_image
-from ...pipelines.hunyuan_video_15.sizes import BUCKET_BASES
+from ...pipelines.hunyuan_video_15.sizes import BASE_RESOLUTIONS
 from .. import host
 from ..types import HV15_IMAGE_CONDITIONING, HV15_VAE, HV15_VISION
 
@@ -27,7 +27,7 @@ class HYVSHV15ImageConditioning:
                 "vae": (HV15_VAE, {"tooltip": "The HunyuanVideo 1.5 VAE."}),
                 "vision": (HV15_VISION, {"tooltip": "The SigLIP image encoder (sigclip_vision_patch14_384)."}),
                 "image": ("IMAGE", {"tooltip": "The first frame: one picture, any size (it is fitted to a bucket)."}),
-                "resolution": (list(BUCKET_BASES), {"default": "720p", "tooltip": "The transformer's resolution: "
+                "resolution": (list(BASE_RESOLUTIONS), {"default": "720p", "tooltip": "The transformer's resolution: "
                                "480p or 720p, as its file name says; the sampler refuses a mismatch."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .hv15_sr_options import SR_OPTIONS, SR_REASON, check_sr
 from .job_options import JOB_INPUTS, OptionError, flags, read_config, read_picture
 
 # = hunyuan_video_15.variants.BASE_VARIANTS (a test keeps them equal)
@@ -37,7 +38,7 @@ HV13_ONLY = {
     "step_cache": "HunyuanCustom is a 13B model",
 }
 HV15_ONLY = {"byt5": "the 13B models read text with --llm and --clip",
-             "aspect_ratio": "--width and --height size a 13B clip"}
+             "aspect_ratio": "--width and --height size a 13B clip", **dict.fromkeys(SR_OPTIONS, SR_REASON)}
 EXPECTED = {
     "vae": "the HunyuanVideo 1.5 VAE (e.g. hunyuanvideo15_vae_fp16.safetensors), or a diffusers vae folder",
     "llm": "the Qwen2.5-VL-7B text encoder (e.g. qwen_2.5_vl_7b_fp8_scaled.safetensors)",
@@ -94,7 +95,7 @@ def model_family(args) -> str:
     found = header_family(Path(path)) if path else None
     if found:
         return found
-    asks = args.byt5 or args.aspect_ratio or args.variant in HV15_VARIANT_CHOICES
+    asks = args.byt5 or args.aspect_ratio or args.sr_model or args.variant in HV15_VARIANT_CHOICES
     return "hv15" if path and asks else "13b"
 
 
@@ -122,7 +123,8 @@ def check_family(args, family: str) -> None:
 
 def check_hv15(args) -> None:
     """Everything about a 1.5 render that needs no weight: sets `args.job` ("t2v" or "i2v"), `args.picture`,
-    `args.model_variant` (the 1.5 variant's name) and `args.hv15_tokenizers` (Qwen folder, byT5 folder or None)."""
+    `args.model_variant` (the 1.5 variant's name), `args.sr_variant` (the SR DiT's, or None) and
+    `args.hv15_tokenizers` (Qwen folder, byT5 folder or None)."""
     args.job = _choose_job(args)
     args.picture = read_picture("image", Path(args.image)) if args.job == "i2v" else None
     if args.transformer and not Path(args.transformer).exists():
@@ -136,6 +138,9 @@ def check_hv15(args) -> None:
             _check_file(option, Path(getattr(args, option)))
     args.hv15_tokenizers = _tokenizer_folders(Path(args.tokenizers)) if args.tokenizers else None
     _check_vision(args)
+    from ..hunyuan_video_15.variants import Variant
+
+    check_sr(args, Variant(args.model_variant))
 
 
 def _choose_job(args) -> str:
@@ -270,6 +275,10 @@ def _check_job_variant(args, variant: str) -> None:
     from ..hunyuan_video_15.variants import Variant
 
     found = Variant(variant)
+    if found.is_sr:
+        option = "--diffusers" if args.diffusers else "--transformer"
+        raise OptionError(f"{option}: {_name(args)} is the {found.title} DiT, which lifts a base clip: give a 480p or "
+                          "720p text- or image-to-video transformer, and this one as --sr-model (with --sr-upsampler)")
     is_i2v = found.is_i2v
     if args.job == "t2v" and is_i2v:
         option = "--diffusers" if args.diffusers else "--transformer"

@@ -21,6 +21,7 @@ from .hv15_options import (
     check_hv15,
     model_family,
 )
+from .hv15_sr_options import SR_FILE_OPTIONS, add_sr_options
 from .job_options import (
     CFG_BATCHING_CHOICES,
     CUSTOM_DEFAULTS,
@@ -187,6 +188,8 @@ def build_parser(prog: str, description: str) -> OptionParser:
                        "guidance passes as one batch, faster and more memory; auto: batched when the GPU has room "
                        "(default: auto)")
 
+    add_sr_options(p, _number)
+
     memory = p.add_argument_group("memory")
     memory.add_argument("--weight-dtype", choices=WEIGHT_DTYPE_CHOICES, default=None,
                         help="transformer storage: auto keeps fp8 files fp8; fp8_e4m3fn stores a bf16 file's blocks in "
@@ -265,7 +268,8 @@ def is_demo(args: argparse.Namespace) -> bool:
 
 
 def _check_model_choice(parser, args) -> None:
-    given = [name for name in (*FILE_OPTIONS[1:], "variant", "dtype", "weight_dtype") if getattr(args, name)]
+    given = [name for name in (*FILE_OPTIONS[1:], *SR_FILE_OPTIONS, "variant", "dtype", "weight_dtype")
+             if getattr(args, name)]
     if args.diffusers:
         both = [f"--{name}" for name in FILE_OPTIONS if getattr(args, name)]
         if both:

@@ -9,6 +9,8 @@ with a HunyuanVideo 13B model or a HunyuanVideo 1.5 one (the family read from th
     ... --transformer custom.safetensors --vision llava_llama3_vision.safetensors --reference subject.png
     ... --transformer hunyuanvideo1.5_720p_t2v_fp16.safetensors --vae hunyuanvideo15_vae_fp16.safetensors \
         --llm qwen_2.5_vl_7b_fp8_scaled.safetensors --byt5 byt5_small_glyphxl_fp16.safetensors --tokenizers ./tok
+    ... --sr-model hunyuanvideo1.5_1080p_sr_distilled_fp16.safetensors \
+        --sr-upsampler hunyuanvideo15_latent_upsampler_1080p.safetensors          # 1.5: lift 720p to 1080p
 
 The jobs themselves are in `jobs` (13B) and `hv15_jobs` (1.5); this module checks, loads, runs the job and writes
 the video.
@@ -117,12 +119,20 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     dtype = DTYPES[args.dtype or DEFAULT_DTYPE]
     models = _demo_models(args.model_variant) if demo else load_models15(args, dtype) if hv15 else _real_models(args, dtype)
-    transformer = models.transformer = dataclasses.replace(
-        models.transformer, speed=SpeedOptions(args.attention, args.cache, args.cache_threshold, args.compile),
-        memory=MemoryOptions(offload=args.offload, fp8_compute=args.fp8_matmul),
-    )
-    variant = getattr(transformer.variant, "name", transformer.variant)
-    print(f"loaded {transformer.source} ({variant}) in {time.perf_counter() - started:.1f} s", flush=True)
+
+    def configured(loaded):
+        return dataclasses.replace(
+            loaded, speed=SpeedOptions(args.attention, args.cache, args.cache_threshold, args.compile),
+            memory=MemoryOptions(offload=args.offload, fp8_compute=args.fp8_matmul),
+        )
+
+    transformer = models.transformer = configured(models.transformer)
+    loaded = f"{transformer.source} ({getattr(transformer.variant, 'name', transformer.variant)})"
+    sr = getattr(models, "sr_transformer", None)
+    if sr is not None:
+        models.sr_transformer = configured(sr)
+        loaded += f", {sr.source} ({sr.variant.name}) and {args.sr_upsampler} ({models.upsampler.kind} upsampler)"
+    print(f"loaded {loaded} in {time.perf_counter() - started:.1f} s", flush=True)
     frames = job.render(models, request, args, device)
     path = _write_whole(frames, Path(args.output), args.fps)
     print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}) in {time.perf_counter() - started:.1f} s")

@@ -152,7 +152,9 @@ def denoise(
             noise_pred = negative_pred + settings.true_cfg * (noise_pred - negative_pred)
         if use_image_cfg:
             noise_pred = noise_pred + settings.image_cfg_at(index) * (preds["image"] - preds["positive"])
-        latents = conditioning.fix(scheduler.step(noise_pred, t, latents, return_dict=False)[0])
+        # float32 prediction: diffusers' step casts its result to the prediction's dtype, and the authors' schedulers
+        # keep the latents in float32 between steps (a bf16 model would otherwise round them every step).
+        latents = conditioning.fix(scheduler.step(noise_pred.float(), t, latents, return_dict=False)[0])
         if on_step is not None:
             on_step(index + 1, total)
     return latents

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-BUCKET_BASES = {"480p": 640, "720p": 960, "1080p": 1440}  # 1080p: the super-resolution stage's
+BUCKET_BASES = {"480p": 640, "720p": 960, "1080p": 1440}
+BASE_RESOLUTIONS = ("480p", "720p")  # what the T2V/I2V models sample; 1080p is the super-resolution stage's
 BUCKET_STEP = 16
 BUCKET_MAX_RATIO = 4.0
 ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21")

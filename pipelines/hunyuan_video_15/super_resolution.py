@@ -105,7 +105,9 @@ class SRCondition(FirstFrameCondition):
 
 def check_sr_job(transformer, upsampler, latents: torch.Tensor, image: ImageCondition15 | None) -> str:
     """The output resolution ("720p"/"1080p"), after refusing a base transformer, an upsampler of the other
-    resolution, a latent that is not a 1.5 video latent, or image conditioning at another size."""
+    resolution, a latent that is not a 1.5 video latent or is already at the output size or above (the authors'
+    bucket map refuses any base size that is not a bucket of the lower resolution), or image conditioning at
+    another size."""
     variant = transformer.variant
     if not variant.is_sr:
         raise ValueError(f"the transformer is {variant.title}: load a super-resolution DiT "
@@ -116,8 +118,12 @@ def check_sr_job(transformer, upsampler, latents: torch.Tensor, image: ImageCond
     if latents.ndim != 5 or latents.shape[1] != LATENT_CHANNELS:
         raise ValueError(f"latent must be a HunyuanVideo 1.5 video latent [B, {LATENT_CHANNELS}, T, H, W], got "
                          f"shape {tuple(latents.shape)}")
+    base_w, base_h = latents.shape[-1] * VAE_SPATIAL, latents.shape[-2] * VAE_SPATIAL
+    width, height = sr_size(base_w, base_h, variant.resolution)
+    if width * height <= base_w * base_h:
+        raise ValueError(f"the latent is {base_w}x{base_h}, already {variant.resolution} or more: the {variant.title} "
+                         f"stage lifts a {SR_BASE_RESOLUTION[variant.resolution]} clip (the 1080p SR DiT lifts 720p)")
     if image is not None:
-        width, height = sr_size(latents.shape[-1] * VAE_SPATIAL, latents.shape[-2] * VAE_SPATIAL, variant.resolution)
         if (image.width, image.height, image.resolution) != (width, height, variant.resolution):
             raise ValueError(f"the image conditioning is for {image.width}x{image.height} ({image.resolution}); this "
                              f"SR stage makes {width}x{height} ({variant.resolution}): prepare it with prepare_sr_image")
