@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..lora.apply import LoraChoice
 from ..memory.offload import TRANSFORMER_BLOCKS, MemoryOptions
 from ..speed.options import SpeedOptions
 from ..weights import checkpoints
@@ -58,6 +59,7 @@ class LoadedTransformer:
     speed: SpeedOptions = field(default_factory=SpeedOptions)  # the default runs the model as diffusers does
     memory: MemoryOptions = field(default_factory=MemoryOptions)
     weight_dtype: str = "auto"  # as the user asked; the planner may store in fp8 only when this is auto
+    loras: tuple[LoraChoice, ...] = ()  # applied by the samplers for each run (LoRA nodes, --lora)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..lora.apply import LoraChoice
 from ..memory.offload import MemoryOptions
 from ..memory.vram_planner import HV15_PROFILE, PlannerProfile
 from ..speed.options import SpeedOptions
@@ -54,6 +55,7 @@ class LoadedTransformer15:
     memory: MemoryOptions = field(default_factory=MemoryOptions)
     weight_dtype: str = "auto"
     notice: str = ""  # one line for the user (e.g. the sparse checkpoint runs dense)
+    loras: tuple[LoraChoice, ...] = ()  # applied by the samplers for each run (LoRA nodes, --lora)
 
     planner_profile: PlannerProfile = HV15_PROFILE
 

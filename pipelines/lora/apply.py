@@ -31,6 +31,16 @@ log = logging.getLogger("hunyuan_video_suite")
 STATE = "hyvs_loras"  # the model attribute holding what is installed
 
 
+@dataclass(frozen=True)
+class LoraChoice:
+    """One LoRA as a node or the CLI asks for it; a loaded transformer carries a tuple of these (`loras`) and the
+    samplers apply them for the run."""
+
+    lora: LoraWeights
+    strength: float = 1.0
+    block_filter: str = ""  # block_filter.py's text; "" reaches every block
+
+
 @dataclass
 class AppliedLoras:
     """What `apply_loras` installed on one model, and the handle to change strengths."""
