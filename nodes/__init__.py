@@ -10,9 +10,10 @@ function that uses them (type hints under `if TYPE_CHECKING:`). Only the test/de
 """
 
 from . import api
-from .hunyuan_video_13b import custom, i2v, loaders, t2v
+from .hunyuan_video_13b import custom, i2v, loaders, lora, t2v
 from .hunyuan_video_15 import i2v as hv15_i2v
 from .hunyuan_video_15 import loaders as hv15_loaders
+from .hunyuan_video_15 import lora as hv15_lora
 from .hunyuan_video_15 import options as hv15_options
 from .hunyuan_video_15 import sampler as hv15_sampler
 from .hunyuan_video_15 import super_resolution as hv15_super_resolution
@@ -23,7 +24,8 @@ from .shared import decode, memory, speed
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-_HV15 = (hv15_loaders, hv15_options, hv15_text, hv15_vision, hv15_vae, hv15_i2v, hv15_sampler, hv15_super_resolution)
-for _module in (loaders, memory, t2v, i2v, custom, speed, decode, *_HV15, api):
+_HV15 = (hv15_loaders, hv15_lora, hv15_options, hv15_text, hv15_vision, hv15_vae, hv15_i2v, hv15_sampler,
+         hv15_super_resolution)
+for _module in (loaders, lora, memory, t2v, i2v, custom, speed, decode, *_HV15, api):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

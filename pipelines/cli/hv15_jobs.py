@@ -57,8 +57,9 @@ class SRStage:
     plan: Any
 
 
-def load_models15(args, dtype: torch.dtype) -> Models15:
-    """The models the (already checked) options name, the transformer first."""
+def load_models15(args, dtype: torch.dtype, checked=lambda transformer: transformer) -> Models15:
+    """The models the (already checked) options name, the transformer first; `checked` takes it and returns it
+    with what the options ask of it (the --lora choices, checked against it before the rest loads)."""
     from ..hunyuan_video_15.text_encoder_loading import (
         load_text_encoders15_from_files,
         load_text_encoders15_from_folder,
@@ -67,8 +68,8 @@ def load_models15(args, dtype: torch.dtype) -> Models15:
     from ..hunyuan_video_15.vae_loading import load_vae
     from ..hunyuan_video_15.vision_loading import load_vision
 
-    transformer = load_transformer(args.diffusers or args.transformer, variant=args.variant or "auto",
-                                   dtype=args.weight_dtype or "auto")
+    transformer = checked(load_transformer(args.diffusers or args.transformer, variant=args.variant or "auto",
+                                           dtype=args.weight_dtype or "auto"))
     sr = _load_sr(args)
     image_job = args.job == "i2v"
     if args.diffusers:

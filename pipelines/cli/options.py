@@ -37,6 +37,7 @@ from .job_options import (
     folder_variant,
     read_picture,
 )
+from .lora_options import add_lora_options, check_loras
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")  # H.264 in any of these containers
 DTYPE_CHOICES = ("bf16", "fp16", "fp32")  # = transformer_loading.DTYPES (a test keeps them equal)
@@ -189,6 +190,7 @@ def build_parser(prog: str, description: str) -> OptionParser:
                        "(default: auto)")
 
     add_sr_options(p, _number)
+    add_lora_options(p)
 
     memory = p.add_argument_group("memory")
     memory.add_argument("--weight-dtype", choices=WEIGHT_DTYPE_CHOICES, default=None,
@@ -227,7 +229,7 @@ def check_options(parser: OptionParser, args: argparse.Namespace) -> None:
 
     Sets `args.family` ("13b" or "hv15", the transformer's), `args.job` (t2v, i2v or custom), `args.picture` (the
     decoded --image or --reference) and `args.model_variant` (None for a pickled transformer, which has no
-    header: checked once loaded).
+    header: checked once loaded). The --lora files are checked here too, read once the family is known.
     """
     _check_model_choice(parser, args)
     args.family = model_family(args)
@@ -237,6 +239,10 @@ def check_options(parser: OptionParser, args: argparse.Namespace) -> None:
         parser.error(str(e))
     _check_needed(parser, args)
     _check_output(parser, args.output)
+    try:
+        check_loras(args)
+    except OptionError as e:
+        parser.error(str(e))
     if args.family == "hv15":
         if args.diffusers:
             _check_diffusers_folder(parser, Path(args.diffusers))

@@ -11,6 +11,7 @@ with a HunyuanVideo 13B model or a HunyuanVideo 1.5 one (the family read from th
         --llm qwen_2.5_vl_7b_fp8_scaled.safetensors --byt5 byt5_small_glyphxl_fp16.safetensors --tokenizers ./tok
     ... --sr-model hunyuanvideo1.5_1080p_sr_distilled_fp16.safetensors \
         --sr-upsampler hunyuanvideo15_latent_upsampler_1080p.safetensors          # 1.5: lift 720p to 1080p
+    ... --lora style.safetensors:0.8 --lora-blocks double --lora fast.safetensors   # LoRAs of the model's family
 
 The jobs themselves are in `jobs` (13B) and `hv15_jobs` (1.5); this module checks, loads, runs the job and writes
 the video.
@@ -22,9 +23,11 @@ import dataclasses
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from .job_options import OptionError, check_variant
+from .lora_options import choose_loras, read_loras
 from .options import DEFAULT_DTYPE, build_parser, check_options, is_demo
 
 DEMO_NOTICE = (
@@ -57,8 +60,9 @@ def _check_device(parser, name: str | None):
     return device
 
 
-def _demo_models(variant: str):
-    """The tiny random-weight model of the job's variant; with a LLaVA text encoder for the image jobs."""
+def _demo_models(variant: str, checked=lambda transformer: transformer):
+    """The tiny random-weight model of the job's variant; with a LLaVA text encoder for the image jobs. `checked`
+    takes the loaded transformer and returns it with what the options ask of it (the --lora choices)."""
     from ..demo import tiny
     from ..demo.tiny_transformer import tiny_transformer
     from ..hunyuan_video_13b.transformer_loading import LoadedTransformer
@@ -69,12 +73,12 @@ def _demo_models(variant: str):
     text_dim = encoders.llm.config.hidden_size
     pooled_dim = encoders.clip.config.hidden_size
     model = tiny_transformer(text_dim, pooled_dim, vae.config.latent_channels, variant=variant, seed=0)
-    return Models(LoadedTransformer(model=model, variant=variant, source="tiny demo"), vae, encoders)
+    return Models(checked(LoadedTransformer(model=model, variant=variant, source="tiny demo")), vae, encoders)
 
 
-def _real_models(args, dtype):
+def _real_models(args, dtype, checked=lambda transformer: transformer):
     """The models the (already checked) options name; the transformer first, so that a pickled one (no header to
-    check before) is checked against the job before the rest loads."""
+    check before) is checked against the job, and the LoRAs against it (`checked`), before the rest loads."""
     from ..hunyuan_video_13b.text_encoder_loading import load_text_encoders_from_files, load_text_encoders_from_folder
     from ..hunyuan_video_13b.transformer_loading import load_transformer
     from ..hunyuan_video_13b.vae_loading import load_vae
@@ -85,6 +89,7 @@ def _real_models(args, dtype):
     transformer = load_transformer(args.diffusers or args.transformer, variant=variant, dtype=weight_dtype)
     if args.model_variant is None:
         check_variant(args, args.job, transformer.variant)
+    transformer = checked(transformer)
     if args.diffusers:
         root = Path(args.diffusers)
         encoders = load_text_encoders_from_folder(str(root), dtype=dtype)
@@ -118,7 +123,11 @@ def main(argv=None) -> int:
     request.validate()
     started = time.perf_counter()
     dtype = DTYPES[args.dtype or DEFAULT_DTYPE]
-    models = _demo_models(args.model_variant) if demo else load_models15(args, dtype) if hv15 else _real_models(args, dtype)
+    loras = partial(_with_loras, args, read_loras(args))  # read before the models: a broken file stops it at once
+    if demo:
+        models = _demo_models(args.model_variant, loras)
+    else:
+        models = load_models15(args, dtype, loras) if hv15 else _real_models(args, dtype, loras)
 
     def configured(loaded):
         return dataclasses.replace(
@@ -133,12 +142,23 @@ def main(argv=None) -> int:
         models.sr_transformer = configured(sr)
         loaded += f", {sr.source} ({sr.variant.name}) and {args.sr_upsampler} ({models.upsampler.kind} upsampler)"
     print(f"loaded {loaded} in {time.perf_counter() - started:.1f} s", flush=True)
+    if sr is not None and transformer.loras:
+        print("the super-resolution stage runs without the LoRAs (they are for the base transformer)")
     frames = job.render(models, request, args, device)
     path = _write_whole(frames, Path(args.output), args.fps)
     print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}) in {time.perf_counter() - started:.1f} s")
     if demo:
         print(DEMO_NOTICE)
     return 0
+
+
+def _with_loras(args, loras: list, transformer):
+    """The loaded transformer with its --lora choices (the samplers apply them for each run), checked against its
+    model as soon as it is loaded: a LoRA that fits nothing stops the command before the other models load."""
+    if not loras:
+        return transformer
+    say = partial(print, flush=True)
+    return dataclasses.replace(transformer, loras=choose_loras(args, loras, transformer.model, say))
 
 
 def _write_whole(frames, path: Path, fps: float) -> Path:
@@ -158,13 +178,14 @@ def _write_whole(frames, path: Path, fps: float) -> Path:
 
 def run(argv=None) -> int:
     """`main` as a command: Ctrl-C at any point is one line and status 130; a model that fails to load is one line
-    (status 1); a pickled transformer that is not the job's model is refused as a bad option (status 2)."""
+    (status 1); a pickled transformer that is not the job's model, and a --lora that is not a LoRA of the loaded
+    transformer's family, are refused as bad options (status 2)."""
     try:
         return main(argv)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; no video written", file=sys.stderr)
         return 130
-    except OptionError as e:  # a pickled transformer that is not the job's model, found once loaded
+    except OptionError as e:  # found once loaded: a pickled transformer not the job's model, a LoRA that fits nothing
         print(f"{PROG}: error: {e} (see --help)", file=sys.stderr)
         return 2
     except ValueError as e:  # CheckpointError included: a file that passed the header check but does not load

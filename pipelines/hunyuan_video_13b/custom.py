@@ -23,10 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from ..denoise.flow_matching import LatentConditioning, SamplingSettings, StepCallback, denoise, initial_noise
+from ..lora.run import loras_for_run, with_lora_summary
 from ..speed.options import open_speed
 from .custom_prompt import CUSTOM_NEGATIVE_PROMPT, DEFAULT_SUBJECT, encode_custom_prompts
 from .custom_transformer import CustomTransformer, LastBlockCache
 from .image_prompt import require_vision
+from .lora_keys import FAMILY
 from .prompt_encoding import TextEmbeds
 from .rope import check_riflex, riflex_rope
 from .t2v import SIZE_MULTIPLE, VAE_SPATIAL, VAE_TEMPORAL, check_sampling
@@ -211,7 +213,8 @@ def generate_custom(transformer, conditioning: CustomConditioning, request: Cust
                     on_step: StepCallback | None = None, on_info: Callable[[str], None] | None = None) -> torch.Tensor:
     """Sample a Custom latent `[1, C, T, H/8, W/8]` (VAE space) with `transformer` on `device`.
 
-    `on_info` receives one line on the speed options in force (skipped calls included) after sampling."""
+    `on_info` receives one line on the speed options in force (skipped calls included) and the LoRAs applied
+    (`transformer.loras`, installed for this run) after sampling."""
     request.validate()
     require_custom(transformer)
     speed_cache = getattr(getattr(transformer, "speed", None), "cache", "off")
@@ -244,9 +247,10 @@ def generate_custom(transformer, conditioning: CustomConditioning, request: Cust
                                 true_cfg=request.cfg, image_cfg=request.ip_cfg_scale, batch_branches=batched)
     refs = ReferenceTokens(reference.to(model.dtype), white.to(model.dtype), request.ip_cfg_scale > 0, request.step_cache)
     noise = initial_noise(shape, request.seed).to(device)
+    loras = loras_for_run(transformer, FAMILY)
     with riflex_rope(model, request.num_frames, request.riflex), open_speed(transformer, request.steps, device) as speed:
         latents = denoise(CustomTransformer(model), noise, conditioning.positive,
                           conditioning.negative if use_cfg else None, settings, on_step, refs, speed)
     if on_info is not None:
-        on_info(speed.summary())
+        on_info(with_lora_summary(speed.summary(), loras))
     return latents / vae_constants()["scaling_factor"]

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 
 from ..denoise.flow_matching import LatentConditioning, SamplingSettings, StepCallback, denoise, initial_noise
+from ..lora.run import loras_for_run, with_lora_summary
 from ..speed.options import open_speed
 from ..video.decoding import DROP_FRAMES_KEY
 from .image_prompt import I2V_NEGATIVE_PROMPT, encode_i2v_prompt, require_vision, to_uint8_images
+from .lora_keys import FAMILY
 from .prompt_encoding import TextEmbeds
 from .rope import check_riflex, riflex_rope
 from .t2v import SIZE_MULTIPLE, VAE_SPATIAL, VAE_TEMPORAL, check_sampling
@@ -236,7 +238,8 @@ def generate_i2v(transformer, conditioning: I2VConditioning, request: I2VRequest
     """Sample an I2V video latent; returns a LATENT dict (VAE space; v1 marks its 4 frames to drop, so
     v1 gives `num_frames - 4` frames and v2 `num_frames`).
 
-    `on_info` receives one line on the speed options in force (skipped calls included) after sampling."""
+    `on_info` receives one line on the speed options in force (skipped calls included) and the LoRAs applied
+    (`transformer.loras`, installed for this run) after sampling."""
     request.validate()
     variant = getattr(transformer, "variant", None)
     check_pairing(variant, conditioning)
@@ -263,10 +266,11 @@ def generate_i2v(transformer, conditioning: I2VConditioning, request: I2VRequest
         embedded_guidance=request.embedded_guidance if model.config.guidance_embeds else None,
         true_cfg=request.true_cfg,
     )
+    loras = loras_for_run(transformer, FAMILY)
     with riflex_rope(model, request.num_frames, request.riflex), open_speed(transformer, request.steps, device) as speed:
         latents = denoise(model, latents, conditioning.positive, conditioning.negative, settings, on_step, hook, speed)
     if on_info is not None:
-        on_info(speed.summary())
+        on_info(with_lora_summary(speed.summary(), loras))
     result = {"samples": latents / vae_constants()["scaling_factor"]}
     if variant == "i2v_v1":
         result[DROP_FRAMES_KEY] = V1_DROPPED_FRAMES

@@ -12,7 +12,9 @@ from typing import Callable
 import torch
 
 from ..denoise.flow_matching import SamplingSettings, StepCallback, denoise, initial_noise
+from ..lora.run import loras_for_run, with_lora_summary
 from ..speed.options import open_speed
+from .lora_keys import FAMILY
 from .prompt_encoding import TextEmbeds
 from .rope import check_riflex, riflex_rope
 from .vae_loading import vae_constants
@@ -84,7 +86,8 @@ def generate_t2v(
 ) -> torch.Tensor:
     """Sample a T2V latent `[B, C, T, H/8, W/8]` (VAE space) with `transformer` on `device`.
 
-    `on_info` receives one line on the speed options in force (skipped calls included) after sampling."""
+    `on_info` receives one line on the speed options in force (skipped calls included) and the LoRAs applied
+    (`transformer.loras`, installed for this run) after sampling."""
     request.validate()
     if request.true_cfg > 1.0 and negative is None:
         raise ValueError("cfg above 1.0 needs a negative prompt (connect the 'negative' input)")
@@ -107,10 +110,11 @@ def generate_t2v(
     positive = _repeat(positive, request.batch_size)
     negative = _repeat(negative, request.batch_size) if negative is not None else None
     noise = initial_noise(request.latent_shape(model.config.in_channels), request.seed).to(device)
+    loras = loras_for_run(transformer, FAMILY)
     with riflex_rope(model, request.num_frames, request.riflex), open_speed(transformer, request.steps, device) as speed:
         latents = denoise(model, noise, positive, negative, settings, on_step, speed=speed)
     if on_info is not None:
-        on_info(speed.summary())
+        on_info(with_lora_summary(speed.summary(), loras))
     return latents / vae_constants()["scaling_factor"]
 
 

@@ -16,10 +16,12 @@ from typing import Callable
 import torch
 
 from ..denoise.flow_matching import LatentConditioning, SamplingSettings, StepCallback, denoise, initial_noise
+from ..lora.run import loras_for_run, with_lora_summary
 from ..memory.sampling_memory import plan_sampling
 from ..memory.vram_planner import DoesNotFit
 from ..speed.options import open_speed
 from . import attention
+from .lora_keys import FAMILY
 from .text_embeds import SIGLIP_TOKENS, TextEmbeds15
 from .vae_loading import VAE_SCALING
 from .variants import DEFAULT_FRAMES
@@ -112,7 +114,8 @@ def generate(
     on_info: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
     """Sample a latent `[B, 32, T, H/16, W/16]` (VAE space) with a `LoadedTransformer15` on `device`.
-    With `image`, the request's size must be the image's bucket (`ImageCondition15.width/height`)."""
+    With `image`, the request's size must be the image's bucket (`ImageCondition15.width/height`). Its LoRAs
+    (`transformer.loras`) are installed for the run; `on_info` gets the speed options and the LoRAs after it."""
     request.validate()
     check_job(transformer.variant, image)
     if image is not None and (request.width, request.height) != (image.width, image.height):
@@ -133,11 +136,12 @@ def generate(
     shape = request.latent_shape()
     conditioning = FirstFrameCondition(shape, image.latent if image is not None else None, device, model.dtype)
     noise = initial_noise(shape, request.seed).to(device)
+    loras = loras_for_run(transformer, FAMILY)
     with open_speed(transformer, request.steps, device) as speed:
         latents = denoise(model, noise, positive, negative, settings, on_step, conditioning, speed=speed)
     if on_info is not None:
         notice = getattr(transformer, "notice", "")
-        on_info(speed.summary() + (f"; {notice}" if notice else ""))
+        on_info(with_lora_summary(speed.summary() + (f"; {notice}" if notice else ""), loras))
     return latents / VAE_SCALING
 
 

@@ -27,9 +27,11 @@ import numpy as np
 import torch
 
 from ..denoise.flow_matching import SamplingSettings, StepCallback, denoise, make_scheduler
+from ..lora.run import loras_for_run, with_lora_summary
 from ..speed.options import open_speed
 from . import attention
 from .image_conditioning import check_single_image
+from .lora_keys import FAMILY
 from .sampling import LATENT_CHANNELS, MAX_SEED, VAE_SPATIAL, FirstFrameCondition, ImageCondition15, _check_widths
 from .sizes import bucket_sizes, fit_image, nearest_bucket
 from .text_embeds import SIGLIP_TOKENS, TextEmbeds15
@@ -154,12 +156,14 @@ def generate_sr(
     on_info: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
     """Lift base latents `[B, 32, T, h, w]` (VAE space, as a LATENT holds them) to the SR variant's resolution:
-    returns `[B, 32, T, H/16, W/16]` in VAE space. CFG is 1, as the authors' SR pipeline: no negative prompt."""
+    returns `[B, 32, T, H/16, W/16]` in VAE space. CFG is 1, as the authors' SR pipeline: no negative prompt. The SR
+    DiT's LoRAs (`transformer.loras`) are installed for the run, before the upsampler runs."""
     request.validate()
     resolution = check_sr_job(transformer, upsampler, latents, image)
     model = transformer.model
     _check_widths(model, positive=positive)
     attention.install()
+    loras = loras_for_run(transformer, FAMILY)
     batch, _, frames, lr_h, lr_w = latents.shape
     width, height = sr_size(lr_w * VAE_SPATIAL, lr_h * VAE_SPATIAL, resolution)
     shape = (batch, LATENT_CHANNELS, frames, height // VAE_SPATIAL, width // VAE_SPATIAL)
@@ -179,5 +183,5 @@ def generate_sr(
     with open_speed(transformer, request.steps, device) as speed:
         out = denoise(model, noise.to(device), positive, None, settings, on_step, conditioning, speed=speed)
     if on_info is not None:
-        on_info(f"{width}x{height}; " + speed.summary())
+        on_info(with_lora_summary(f"{width}x{height}; " + speed.summary(), loras))
     return out / VAE_SCALING

@@ -1,9 +1,11 @@
 """Apply LoRAs to a loaded transformer, change their strengths, remove them (issue 20 item 2, SPEC-lora §6.2).
 
-`apply_loras(model, [(lora, strength), ...], block_filter)` gives every targeted linear layer, fp8 or not, its
-deltas (`side_path.py`: added at each call, to the weight or on the side, never stored in the weights), and is
-idempotent: the same LoRAs again only update the strengths (no reinstall, so a compiled block is not recompiled),
-a different list replaces what was installed. The base weights are never written, so `remove_loras(model)`
+`apply_loras(model, [LoraChoice or (lora, strength[, block_filter]), ...])` gives every targeted linear layer, fp8
+or not, its deltas (`side_path.py`: added at each call, to the weight or on the side, never stored in the weights),
+each LoRA within its own block filter (one LoRA on the double blocks only, another on every block), and is
+idempotent: the same LoRAs with the same filters again only update the strengths (no reinstall, so a compiled
+block is not recompiled), a different list replaces what was installed. The samplers do this for every run
+(`run.py`). The base weights are never written, so `remove_loras(model)`
 returns exactly the base model and no sequence of changes drifts. `merge=True` (merge.py) trades that for speed
 on bf16/fp16 layers: merged from a kept copy, restored from it.
 
@@ -24,7 +26,7 @@ from .block_filter import BlockFilter, parse_block_filter
 from .fit import misfit
 from .lowrank import LoraWeights, LowRank
 from .merge import MergedLayer
-from .side_path import BASE, WITH_SIDE_PATH, LoraSidePath, attach, detach
+from .side_path import ATTRIBUTE, BASE, WITH_SIDE_PATH, LoraSidePath, attach, detach
 
 log = logging.getLogger("hunyuan_video_suite")
 
@@ -47,7 +49,7 @@ class AppliedLoras:
 
     loras: tuple[LoraWeights, ...]
     strengths: list[float]
-    block_filter: BlockFilter | None
+    block_filters: tuple[BlockFilter | None, ...]  # per LoRA; None reaches every target
     merge: bool = False
     side_paths: dict[str, LoraSidePath] = field(default_factory=dict)  # target layer name -> its deltas
     merged: dict[str, MergedLayer] = field(default_factory=dict)  # target layer name -> its merged weights
@@ -74,17 +76,27 @@ class AppliedLoras:
         for layer in self.merged.values():
             layer.merge(strengths)
 
-    def summary(self) -> str:
-        """One line for the sampler's info output."""
-        parts = [f"{lora.name} x{s:g} ({n} layers)" for lora, s, n in zip(self.loras, self.strengths, self.layers)]
+    def summary(self, shown: int = 0) -> str:
+        """One line for the sampler's info output; `shown`: how many skipped targets it names."""
+        parts = []
+        for lora, strength, layers, blocks in zip(self.loras, self.strengths, self.layers, self.block_filters):
+            where = f"; blocks {blocks.text}" if blocks is not None else ""
+            parts.append(f"{lora.name} x{strength:g} ({layers} layers{where})")
         text = "LoRA: " + ", ".join(parts)
         if self.merge:
             text += f"; {len(self.merged)} layers merged, {len(self.side_paths)} added at each call"
-        if self.block_filter is not None:
-            text += f"; blocks {self.block_filter.text}"
         if self.skipped:
-            text += f"; {len(self.skipped)} targets skipped"
+            count = len(self.skipped)
+            text += f"; {count} target{'s' if count > 1 else ''} skipped"
+            if shown:
+                text += f" ({'; '.join(self.skipped[:shown])}{', ...' if count > shown else ''})"
         return text
+
+    def attached_to(self, model: nn.Module) -> bool:
+        """Whether every layer this installed is still the model's (quantizing a layer replaces it)."""
+        layer = model.get_submodule
+        sides = all(getattr(layer(name), ATTRIBUTE, None) is side for name, side in self.side_paths.items())
+        return sides and all(layer(name) is merged.layer for name, merged in self.merged.items())
 
 
 def installed_loras(model: nn.Module) -> AppliedLoras | None:
@@ -93,35 +105,31 @@ def installed_loras(model: nn.Module) -> AppliedLoras | None:
 
 def apply_loras(model: nn.Module, loras, block_filter: str | BlockFilter | None = None,
                 family: str | None = None, merge: bool = False) -> AppliedLoras:
-    """Install `loras` ([(LoraWeights, strength), ...]) on `model`, replacing any installed before.
+    """Install `loras` on `model`, replacing any installed before.
 
-    `block_filter`: text (block_filter.py) or a parsed filter; None applies every target. `family`, when given,
-    refuses a LoRA made for another model family before anything changes. Targets that are missing, not linear
-    or of another shape are skipped and listed in `skipped` (logged once per LoRA). `merge`: merge into plain
-    linear layers (merge.py) instead of adding at each call; fp8 layers keep adding at each call. Apply between
-    sampling runs, not while a block offloader is attached (it moves only the tensors it found when it attached)."""
-    loras = [(lora, float(strength)) for lora, strength in loras]
+    `loras`: `LoraChoice`s, or `(LoraWeights, strength)` / `(LoraWeights, strength, block_filter)` tuples. Each
+    LoRA reaches the blocks of its own filter (text, block_filter.py, or a parsed filter); one that brings none
+    ("" or None) takes `block_filter`, and with neither it reaches every target. `family`, when given, refuses a
+    LoRA made for another model family before anything changes. Targets that are missing, not linear or of another
+    shape are skipped and listed in `skipped` (logged once per LoRA). `merge`: merge into plain linear layers
+    (merge.py) instead of adding at each call; fp8 layers keep adding at each call. Apply between sampling runs,
+    not while a block offloader is attached (it moves only the tensors it found when it attached)."""
+    loras, filters = _normalized(model, loras, block_filter)
     if family is not None:
         wrong = next((lora for lora, _ in loras if lora.family != family), None)
         if wrong is not None:
             raise ValueError(f"LoRA {wrong.name} is for {wrong.family}, not for this {family} model")
-    if isinstance(block_filter, str) or block_filter is None:
-        block_filter = parse_block_filter(block_filter)
-    if block_filter is not None:
-        block_filter.check(model)
     current = installed_loras(model)
-    if (current is not None and current.block_filter == block_filter and current.merge == merge
-            and len(current.loras) == len(loras)
-            and all(a is b for a, (b, _) in zip(current.loras, loras))):
+    if _matches(model, current, loras, filters, merge):
         current.set_strengths([s for _, s in loras])
         return current
     remove_loras(model)
-    applied = AppliedLoras(tuple(lora for lora, _ in loras), [s for _, s in loras], block_filter, merge)
+    applied = AppliedLoras(tuple(lora for lora, _ in loras), [s for _, s in loras], filters, merge)
     parts: dict[str, list[tuple[int, LowRank]]] = {}
-    for index, (lora, _) in enumerate(loras):
+    for index, ((lora, _), blocks) in enumerate(zip(loras, filters)):
         reached, skipped = 0, []
         for name, delta in lora.targets.items():
-            if block_filter is not None and not block_filter.allows(name):
+            if blocks is not None and not blocks.allows(name):
                 continue
             why = _unfit(model, name, delta)
             if why:
@@ -145,6 +153,41 @@ def apply_loras(model: nn.Module, loras, block_filter: str | BlockFilter | None 
     applied.set_strengths(applied.strengths)
     model.__dict__[STATE] = applied
     return applied
+
+
+def installed_matches(model: nn.Module, loras, block_filter: str | BlockFilter | None = None,
+                      merge: bool = False) -> bool:
+    """Whether `apply_loras(model, loras, block_filter, merge=merge)` would only update strengths."""
+    loras, filters = _normalized(model, loras, block_filter)
+    return _matches(model, installed_loras(model), loras, filters, merge)
+
+
+def _normalized(model: nn.Module, loras, default) -> tuple[list[tuple[LoraWeights, float]], tuple]:
+    """[(lora, strength)] and each LoRA's parsed filter (checked against `model`), from any accepted item."""
+    default = _parsed(default, model)
+    pairs, filters = [], []
+    for item in loras:
+        if isinstance(item, LoraChoice):
+            item = (item.lora, item.strength, item.block_filter)
+        lora, strength, *own = item
+        pairs.append((lora, float(strength)))
+        own = _parsed(own[0], model) if own and own[0] not in (None, "") else None
+        filters.append(own if own is not None else default)
+    return pairs, tuple(filters)
+
+
+def _parsed(block_filter: str | BlockFilter | None, model: nn.Module) -> BlockFilter | None:
+    if isinstance(block_filter, str) or block_filter is None:
+        block_filter = parse_block_filter(block_filter)
+    if block_filter is not None:
+        block_filter.check(model)
+    return block_filter
+
+
+def _matches(model: nn.Module, current: AppliedLoras | None, loras, filters, merge: bool) -> bool:
+    return (current is not None and current.block_filters == filters and current.merge == merge
+            and len(current.loras) == len(loras) and all(a is b for a, (b, _) in zip(current.loras, loras))
+            and current.attached_to(model))
 
 
 def remove_loras(model: nn.Module) -> None:

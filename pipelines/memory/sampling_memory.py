@@ -9,6 +9,8 @@ Any sampler (T2V, I2V, Custom) does:
 On a CPU there is no plan (`plan_sampling` returns None) and the whole model runs where it is, as before.
 Nodes go through `nodes/host.transformer_on_compute_device`, which does both and reports the plan.
 A HunyuanCustom reference adds one latent frame of tokens: plan with `frames + 4`.
+`transformer_on_device` also installs the transformer's LoRAs for the run (`lora/run.py`), after any fp8
+quantization and before a block offloader attaches, so their tensors stream with their blocks.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import replace
 
 import torch
 
+from ..lora.apply import remove_loras
+from ..lora.run import loras_for_run
 from ..weights.fp8_linear import quantize_linears, set_fp8_compute
 from . import token_chunking
 from .offload import TRANSFORMER_BLOCKS as BLOCK_CONTAINERS
@@ -52,10 +56,11 @@ def plan_sampling(transformer, width: int, height: int, frames: int, batch: int,
                   ) -> Plan | None:
     """The planner's choice for this request on `device` (None on a CPU); raises `DoesNotFit` before
     any work when even full offload cannot fit. fp8 storage may be chosen only when the user left
-    weight_dtype on auto."""
+    weight_dtype on auto. The transformer's LoRAs are installed first, so their tensors count with their blocks."""
     free = free_bytes(device) if free is None else free
     if free is None:
         return None
+    loras_for_run(transformer)  # the LoRAs' tensors are part of the blocks the plan places
     model = transformer.model
     options = transformer.memory
     options.validate()
@@ -69,12 +74,15 @@ def plan_sampling(transformer, width: int, height: int, frames: int, batch: int,
 @contextmanager
 def transformer_on_device(transformer, device, plan: Plan | None, home="cpu"):
     """The transformer ready on `device` as `plan` says (all resident without a plan), fp8 matmuls on
-    where asked and supported; back on `home` afterwards. A plan that quantizes converts the block
-    linears to fp8 in place (the model stays fp8 for later runs, as the plan line says)."""
+    where asked and supported, its LoRAs (`transformer.loras`) installed; back on `home` afterwards. A plan
+    that quantizes converts the block linears to fp8 in place (the model stays fp8 for later runs, as the
+    plan line says)."""
     model = transformer.model
     if plan is not None and plan.quantize:
+        remove_loras(model)  # quantizing replaces the layers LoRAs sit on; they are installed again below
         names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith(BLOCK_CONTAINERS)]
         quantize_linears(model, names, model.dtype)
+    loras_for_run(transformer)  # before the offloader attaches: the LoRA tensors stream with their blocks
     set_fp8_compute(model, transformer.memory.fp8_compute == "auto", device)
     if plan is not None and plan.chunk_tokens:
         token_chunking.enable(model, plan.chunk_tokens)

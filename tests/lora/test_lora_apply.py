@@ -15,7 +15,7 @@ from hunyuan_video_suite.pipelines.hunyuan_video_15.sampling import Request15, g
 from hunyuan_video_suite.pipelines.hunyuan_video_15.text_embeds import TextEmbeds15
 from hunyuan_video_suite.pipelines.hunyuan_video_15.transformer_loading import LoadedTransformer15, keep_timesteps_exact
 from hunyuan_video_suite.pipelines.hunyuan_video_15.variants import Variant
-from hunyuan_video_suite.pipelines.lora.apply import apply_loras, installed_loras, remove_loras
+from hunyuan_video_suite.pipelines.lora.apply import LoraChoice, apply_loras, installed_loras, remove_loras
 from hunyuan_video_suite.pipelines.lora.block_filter import parse_block_filter
 from hunyuan_video_suite.pipelines.lora.lowrank import LoraWeights, LowRank
 from hunyuan_video_suite.pipelines.lora.side_path import LoraSidePath
@@ -357,9 +357,11 @@ def _embeds13(seed=1):
                       torch.randn(1, POOLED, generator=g))
 
 
-def _t2v(model, resident=None):
+def _t2v(model, resident=None, loras=()):
+    """The sampler installs `transformer.loras` for the run (and takes off what a run before installed)."""
+    choices = tuple(LoraChoice(lora, strength) for lora, strength in loras)
     with model_on_device(model, BLOCK_CONTAINERS, "cpu", resident):
-        return generate_t2v(LoadedTransformer(model=model, variant="t2v", source="test"), _embeds13(),
+        return generate_t2v(LoadedTransformer(model=model, variant="t2v", source="test", loras=choices), _embeds13(),
                             T2VRequest(width=32, height=32, num_frames=5, steps=2, seed=4))
 
 
@@ -368,10 +370,9 @@ def test_the_13b_t2v_sampler_with_loras_equals_the_hand_merged_model(fp8):
     model = _model13(fp8)
     loras = [(_lora(model, 16, extras=True), 0.8), (_lora(model, 17, name="motion", only="transformer_blocks"), 0.5)]
     reference = _t2v(_merged(model, loras))
-    apply_loras(model, loras, family=FAMILY)
-    latents = _t2v(model)
+    latents = _t2v(model, loras=loras)
     _close(latents, reference, 1e-4)
-    assert torch.equal(_t2v(model, resident=0), latents)  # offloaded sampling agrees
+    assert torch.equal(_t2v(model, resident=0, loras=loras), latents)  # offloaded sampling agrees
 
 
 def _embeds15(valid, seed):
@@ -380,8 +381,9 @@ def _embeds15(valid, seed):
                         torch.randn(1, 6, 24, generator=g), torch.tensor([[1, 1, 0, 0, 0, 0]]))
 
 
-def _sample15(model):
-    transformer = LoadedTransformer15(model=model, variant=Variant("480p_t2v"), source="tiny")
+def _sample15(model, loras=()):
+    transformer = LoadedTransformer15(model=model, variant=Variant("480p_t2v"), source="tiny",
+                                      loras=tuple(LoraChoice(lora, strength) for lora, strength in loras))
     return generate(transformer, _embeds15(7, 1), _embeds15(3, 2),
                     Request15(width=64, height=48, num_frames=5, steps=2, cfg=3.0, flow_shift=5.0, seed=2))
 
@@ -395,5 +397,26 @@ def test_the_15_sampler_with_loras_equals_the_hand_merged_model(fp8):
         quantize_linears(model, names, torch.float32)
     lora = _lora(model, 18, extras=True, family="hunyuan_video_15")
     reference = _sample15(_merged(model, [(lora, 1.1)]))
-    apply_loras(model, [(lora, 1.1)], family="hunyuan_video_15")
-    _close(_sample15(model), reference, 1e-4)
+    _close(_sample15(model, [(lora, 1.1)]), reference, 1e-4)
+
+
+def test_each_lora_keeps_its_own_block_filter_and_the_same_choices_only_change_strengths():
+    model = _model13()
+    style, motion = _lora(model, 23), _lora(model, 24, name="motion")
+    choices = [LoraChoice(style, 0.7), LoraChoice(motion, -0.4, "single")]
+    first = apply_loras(model, choices, family=FAMILY)
+    singles = {n for n in motion.targets if n.startswith("single_transformer_blocks.")}
+    assert first.layers == [len(style.targets), len(singles)] and "motion x-0.4 (%d layers; blocks single)" % len(
+        singles) in first.summary()
+    kept = {n: d for n, d in motion.targets.items() if n in singles}
+    reference = _merged(_unapplied(model), [(style, 0.7), (LoraWeights("motion", FAMILY, kept), -0.4)])
+    _close(_call(model), _call(reference))
+    side = model.single_transformer_blocks[0].proj_out.lora_side_path
+    again = apply_loras(model, [(style, 0.2), (motion, 0.9, "single")])  # a tuple with its filter: the same choice
+    assert again is first and model.single_transformer_blocks[0].proj_out.lora_side_path is side
+    assert again.strengths == [0.2, 0.9]
+    other = apply_loras(model, [LoraChoice(style, 0.2), LoraChoice(motion, 0.9, "double")])  # another filter
+    assert other is not first and other.layers[1] == len(motion.targets) - len(singles) - sum(
+        not n.startswith(("transformer_blocks.", "single_transformer_blocks.")) for n in motion.targets)
+    default = apply_loras(model, [LoraChoice(style, 1.0), LoraChoice(motion, 1.0, "single")], block_filter="double")
+    assert [f.text for f in default.block_filters] == ["double", "single"]  # the call's filter for a LoRA without one
