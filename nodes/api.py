@@ -8,6 +8,16 @@ Re-queuing: a job is identified by its inputs (provider, model, every parameter,
 pixels). Queuing the same inputs again never pays twice: a finished job is served from the local
 cache, an unfinished one is resumed. This holds for seed -1 ("provider picks") too; a new video
 needs a new seed, which the seed widget's "randomize" control gives on every queue.
+
+Prices: every node's DESCRIPTION states its endpoint's price rule from the pack's one price table
+(`pipelines/providers/pricing.py`, with the day it was read). ComfyUI's V1 node API has no read-only
+widget (a STRING widget is editable and is saved into the workflow and the media metadata), and a
+live price under the widgets would need a frontend extension of its own for each supported
+frontend. So the price for the chosen settings is shown where both frontends already show node
+text: in the progress text under the node from the moment it is queued (before anything is sent,
+and on every update while the job runs), and in the `info` output after the run, which also says
+what this run cost by the table: a fresh job its price, a cache hit or a resumed job $0 (paid once,
+at the earlier submit).
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from __future__ import annotations
 import json
 
 from ..pipelines.providers import errors as E
-from ..pipelines.providers import fal, segmind, wavespeed
+from ..pipelines.providers import fal, pricing, segmind, wavespeed
 from ..pipelines.providers.base import fingerprint
 from ..pipelines.providers.keys import PROVIDER_NAMES, REDACT
 from ..pipelines.providers.runner import Callbacks, Outcome
@@ -26,6 +36,17 @@ from . import host
 CATEGORY = "HunyuanVideo Suite/API"
 DATA_FOLDER = "hunyuan_video_suite"
 _KEY_NOTE = " The API key comes from the environment ({var}) or the server's api_keys.json, never from a widget."
+
+
+def _price_note(*models: str) -> str:
+    """The DESCRIPTION's price sentence, from the pack's price table."""
+    texts = {pricing.rule_for(model).rule_text() for model in models}
+    if len(texts) == 1:
+        text = texts.pop()
+    else:
+        text = "; ".join(f"{model.rsplit('-', 1)[-1]}: {pricing.rule_for(model).rule_text()}" for model in models)
+    return (f" Price, from the pack's table of the providers' published prices (read {pricing.READ}): {text}. The "
+            "price for your settings shows under the node when it is queued; the info output says what the run cost.")
 
 
 def _prompt(tooltip: str, default: str = "") -> tuple:
@@ -56,7 +77,8 @@ class _ApiNode:
     OUTPUT_TOOLTIPS = (
         "The generated video (a file in the local API cache), for core Save Video.",
         "The same video decoded as IMAGE frames [F,H,W,C] in 0..1.",
-        "Provider, model, request id, seed and timings (never the key).",
+        "Provider, model, request id, seed, timings and what the run cost by the pack's price table "
+        "(a cache hit or a resumed job: $0); never the key.",
     )
     FUNCTION = "generate"
     PROVIDER = ""
@@ -81,9 +103,11 @@ class _ApiNode:
 
     def generate(self, timeout_minutes: int = 30, unique_id=None, **params):
         job = self.build_job(**params)  # validates every input before anything is sent
+        price_line = pricing.before_line(job)
+        host.send_progress_text(price_line, unique_id)  # before anything is sent
         progress = host.Progress(1000, node_id=unique_id)
         callbacks = Callbacks(
-            text=lambda text: host.send_progress_text(text, unique_id),
+            text=lambda text: host.send_progress_text(f"{text}\n{price_line}", unique_id),
             fraction=lambda value: progress.set(int(value * 1000)),
             interrupted=host.interrupt_requested,
         )
@@ -96,10 +120,10 @@ class _ApiNode:
             raise
         frames, fps = read_video_frames(outcome.video_path)
         video = host.video_from_file(str(outcome.video_path), fps=float(fps))
-        return (video, frames, _info(outcome, frames.shape, float(fps)))
+        return (video, frames, _info(outcome, frames.shape, float(fps), job))
 
 
-def _info(outcome: Outcome, shape, fps: float) -> str:
+def _info(outcome: Outcome, shape, fps: float, job=None) -> str:
     lines = [
         f"provider: {PROVIDER_NAMES[outcome.provider]}",
         f"model: {outcome.model}",
@@ -108,6 +132,7 @@ def _info(outcome: Outcome, shape, fps: float) -> str:
         f"video: {shape[0]} frames, {shape[2]}x{shape[1]}, {fps:g} fps",
         f"served from cache: {'yes' if outcome.from_cache else 'no'}" + (" (resumed)" if outcome.resumed and not outcome.from_cache else ""),
         "timings: " + ", ".join(f"{k} {v}" for k, v in outcome.timings.items()),
+        *([pricing.cost_line(job, from_cache=outcome.from_cache, resumed=outcome.resumed)] if job is not None else []),
         *outcome.notes,
     ]
     return REDACT("\n".join(lines))  # the request id and notes come from outside: never let a key through
@@ -121,8 +146,8 @@ _HV15_DURATION = ("INT", {"default": 5, "min": 5, "max": 8, "tooltip": (
 
 class HYVSWaveSpeedT2V(_ApiNode):
     PROVIDER = "wavespeed"
-    DESCRIPTION = ("HunyuanVideo text-to-video on WaveSpeedAI (wavespeed-ai/hunyuan-video/t2v), about $0.40 a video."
-                   + _KEY_NOTE.format(var="WAVESPEED_API_KEY"))
+    DESCRIPTION = ("HunyuanVideo text-to-video on WaveSpeedAI (wavespeed-ai/hunyuan-video/t2v)."
+                   + _price_note(wavespeed.T2V_MODEL) + _KEY_NOTE.format(var="WAVESPEED_API_KEY"))
 
     @classmethod
     def inputs(cls):
@@ -142,7 +167,7 @@ class HYVSWaveSpeedT2V(_ApiNode):
 class HYVSWaveSpeedI2V(_ApiNode):
     PROVIDER = "wavespeed"
     DESCRIPTION = ("HunyuanVideo image-to-video on WaveSpeedAI (wavespeed-ai/hunyuan-video/i2v)."
-                   + _KEY_NOTE.format(var="WAVESPEED_API_KEY"))
+                   + _price_note(wavespeed.I2V_MODEL) + _KEY_NOTE.format(var="WAVESPEED_API_KEY"))
 
     @classmethod
     def inputs(cls):
@@ -164,7 +189,8 @@ class HYVSWaveSpeedI2V(_ApiNode):
 class HYVSWaveSpeedCustomRef2V(_ApiNode):
     PROVIDER = "wavespeed"
     DESCRIPTION = ("HunyuanCustom reference-to-video on WaveSpeedAI (hunyuan-custom-ref2v-720p / -480p): the subject of "
-                   "the reference image in a new video." + _KEY_NOTE.format(var="WAVESPEED_API_KEY"))
+                   "the reference image in a new video." + _price_note(*wavespeed.CUSTOM_MODELS.values())
+                   + _KEY_NOTE.format(var="WAVESPEED_API_KEY"))
 
     @classmethod
     def inputs(cls):
@@ -188,9 +214,9 @@ class HYVSWaveSpeedCustomRef2V(_ApiNode):
 
 class HYVSWaveSpeedHV15T2V(_ApiNode):
     PROVIDER = "wavespeed"
-    DESCRIPTION = ("HunyuanVideo 1.5 text-to-video on WaveSpeedAI (wavespeed-ai/hunyuan-video-1.5/text-to-video), "
-                   "$0.02/s at 480p, $0.04/s at 720p. Its fields follow third-party clients (no official schema "
-                   "was found)." + _KEY_NOTE.format(var="WAVESPEED_API_KEY"))
+    DESCRIPTION = ("HunyuanVideo 1.5 text-to-video on WaveSpeedAI (wavespeed-ai/hunyuan-video-1.5/text-to-video). "
+                   "Its fields follow third-party clients (no official schema was found)."
+                   + _price_note(wavespeed.HV15_T2V_MODEL) + _KEY_NOTE.format(var="WAVESPEED_API_KEY"))
 
     @classmethod
     def inputs(cls):
@@ -211,7 +237,7 @@ class HYVSWaveSpeedHV15T2V(_ApiNode):
 class HYVSWaveSpeedHV15I2V(_ApiNode):
     PROVIDER = "wavespeed"
     DESCRIPTION = ("HunyuanVideo 1.5 image-to-video on WaveSpeedAI (wavespeed-ai/hunyuan-video-1.5/image-to-video)."
-                   + _KEY_NOTE.format(var="WAVESPEED_API_KEY"))
+                   + _price_note(wavespeed.HV15_I2V_MODEL) + _KEY_NOTE.format(var="WAVESPEED_API_KEY"))
 
     @classmethod
     def inputs(cls):
@@ -236,15 +262,17 @@ _FAL_SEED = _seed(-1, -1, fal.SEED_MAX, "-1 lets fal pick a random seed (reporte
 
 class HYVSFalT2V(_ApiNode):
     PROVIDER = "fal"
-    DESCRIPTION = ("HunyuanVideo text-to-video on fal.ai (fal-ai/hunyuan-video), about $0.40 a video; pro mode costs 2x."
-                   + _KEY_NOTE.format(var="FAL_KEY"))
+    DESCRIPTION = ("HunyuanVideo text-to-video on fal.ai (fal-ai/hunyuan-video)."
+                   + _price_note(fal.T2V_MODEL) + _KEY_NOTE.format(var="FAL_KEY"))
 
     @classmethod
     def inputs(cls):
         return {
             "prompt": _prompt("What the video shows (required)."),
             "seed": _FAL_SEED,
-            "pro_mode": ("BOOLEAN", {"default": False, "tooltip": "More steps for higher quality, at twice the price."}),
+            "pro_mode": ("BOOLEAN", {"default": False, "tooltip": (
+                "55 steps instead of 35 for higher quality, at twice the price: "
+                + pricing.rule_for(fal.T2V_MODEL).rule_text() + ".")}),
             "aspect_ratio": _ASPECT,
             "resolution": (list(fal.T2V_RESOLUTIONS), {"default": "720p", "tooltip": "Output resolution."}),
             "num_frames": (list(fal.T2V_NUM_FRAMES), {"default": "129", "tooltip": "Frames in the video (sent as text, as fal expects)."}),
@@ -259,7 +287,7 @@ class HYVSFalT2V(_ApiNode):
 class HYVSFalI2V(_ApiNode):
     PROVIDER = "fal"
     DESCRIPTION = ("HunyuanVideo image-to-video on fal.ai (fal-ai/hunyuan-video-image-to-video)."
-                   + _KEY_NOTE.format(var="FAL_KEY"))
+                   + _price_note(fal.I2V_MODEL) + _KEY_NOTE.format(var="FAL_KEY"))
 
     @classmethod
     def inputs(cls):
@@ -296,8 +324,8 @@ def _fal_hv15_inputs() -> dict:
 
 class HYVSFalHV15T2V(_ApiNode):
     PROVIDER = "fal"
-    DESCRIPTION = ("HunyuanVideo 1.5 text-to-video on fal.ai (fal-ai/hunyuan-video-v1.5/text-to-video), 480p, "
-                   "about $0.075 per second of video." + _KEY_NOTE.format(var="FAL_KEY"))
+    DESCRIPTION = ("HunyuanVideo 1.5 text-to-video on fal.ai (fal-ai/hunyuan-video-v1.5/text-to-video), 480p."
+                   + _price_note(fal.HV15_T2V_MODEL) + _KEY_NOTE.format(var="FAL_KEY"))
 
     @classmethod
     def inputs(cls):
@@ -310,8 +338,8 @@ class HYVSFalHV15T2V(_ApiNode):
 
 class HYVSFalHV15I2V(_ApiNode):
     PROVIDER = "fal"
-    DESCRIPTION = ("HunyuanVideo 1.5 image-to-video on fal.ai (fal-ai/hunyuan-video-v1.5/image-to-video), 480p, "
-                   "$0.075 per second of video." + _KEY_NOTE.format(var="FAL_KEY"))
+    DESCRIPTION = ("HunyuanVideo 1.5 image-to-video on fal.ai (fal-ai/hunyuan-video-v1.5/image-to-video), 480p."
+                   + _price_note(fal.HV15_I2V_MODEL) + _KEY_NOTE.format(var="FAL_KEY"))
 
     @classmethod
     def inputs(cls):
@@ -328,8 +356,8 @@ class HYVSFalHV15I2V(_ApiNode):
 
 class HYVSSegmindT2V(_ApiNode):
     PROVIDER = "segmind"
-    DESCRIPTION = ("HunyuanVideo text-to-video on Segmind (hunyuan-video), about $1.46 and 211 s a run."
-                   + _KEY_NOTE.format(var="SEGMIND_API_KEY"))
+    DESCRIPTION = ("HunyuanVideo text-to-video on Segmind (hunyuan-video), about 211 s a run."
+                   + _price_note(segmind.MODEL) + _KEY_NOTE.format(var="SEGMIND_API_KEY"))
 
     @classmethod
     def inputs(cls):
