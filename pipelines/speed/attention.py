@@ -256,12 +256,18 @@ class MaskFreeAttention:
 
     @contextmanager
     def lengths(self, lengths: tuple[int, ...]):
-        """Model calls inside run mask-free for prompts of these lengths (one per batch row)."""
-        self._plan.lengths = tuple(lengths)
+        """Model calls inside run mask-free for prompts of these lengths (one per batch row); nests (a
+        sequence-parallel call sets its rows' and its local shard's lengths inside the run's)."""
+        previous, self._plan.lengths = self._plan.lengths, tuple(lengths)
         try:
             yield
         finally:
-            self._plan.lengths = None
+            self._plan.lengths = previous
+
+    @property
+    def current_lengths(self) -> tuple[int, ...] | None:
+        """The text lengths of the model call in progress (None outside one, or on the masked path)."""
+        return self._plan.lengths
 
     def remove(self) -> None:
         """Give the model diffusers' own processors back."""

@@ -1,0 +1,1 @@
+"""Many GPUs, one video: Ulysses sequence parallel on diffusers' context parallelism (`ranks`, `ulysses`)."""

@@ -1,0 +1,1 @@
+"""Multi-process (gloo) tests of the sequence-parallel engine."""
