@@ -104,6 +104,60 @@ async () => {
 """
 
 
+# The graph as the frontend laid it out, in graph units, once it has drawn the loaded view: every node's
+# rendered box (title bar included: LiteGraph puts the title above `pos`; grown to hold its widgets and
+# the DOM elements of its text boxes, so a node drawn bigger than its saved size is measured as drawn),
+# the boxes of its widgets (canvas widgets span the node's width; DOM widgets their element's rectangle),
+# the groups with their title bars, and the links as (origin node, target node).
+RENDERED_LAYOUT = """
+async () => {
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  const LG = window.LiteGraph;
+  const canvas = window.app.canvas;
+  const graph = window.app.graph;
+  const rect = canvas.canvas.getBoundingClientRect();
+  const { scale, offset } = canvas.ds;
+  const toGraph = (r) => [(r.left - rect.left) / scale - offset[0], (r.top - rect.top) / scale - offset[1],
+                          (r.right - rect.left) / scale - offset[0], (r.bottom - rect.top) / scale - offset[1]];
+  const title = LG.NODE_TITLE_HEIGHT;
+  const nodes = graph.nodes.map((n) => {
+    const [x, y] = n.pos;
+    let box = [x, y - title, x + n.size[0], y + n.size[1]];
+    if (typeof n.getBounding === 'function') {
+      const b = n.getBounding(new Float32Array(4));
+      box = [Math.min(box[0], b[0]), Math.min(box[1], b[1]), Math.max(box[2], b[0] + b[2]), Math.max(box[3], b[1] + b[3])];
+    }
+    const widgets = [];
+    for (const w of n.widgets || []) {
+      if (w.hidden || w.type === 'hidden') continue;
+      const element = w.element && w.element.isConnected && w.element.offsetParent !== null ? w.element : null;
+      let wbox = null;
+      if (element) wbox = toGraph(element.getBoundingClientRect());
+      else if (typeof (w.y ?? w.last_y) === 'number') {
+        const top = y + (w.y ?? w.last_y);
+        const height = w.computedHeight ?? (w.computeSize ? w.computeSize(n.size[0])[1] : LG.NODE_WIDGET_HEIGHT);
+        wbox = [x, top, x + n.size[0], top + height];
+      }
+      if (!wbox) continue;
+      widgets.push({ name: w.name, box: wbox, dom: !!element });
+      box = [Math.min(box[0], wbox[0]), Math.min(box[1], wbox[1]), Math.max(box[2], wbox[2]), Math.max(box[3], wbox[3])];
+    }
+    let min = null;
+    try { min = Array.from(n.computeSize()); } catch (e) { min = null; }
+    return { id: String(n.id), type: n.type, box, min_size: min, collapsed: !!(n.flags && n.flags.collapsed), widgets };
+  });
+  const groups = (graph._groups || graph.groups || []).map((g) => {
+    const [gx, gy, gw, gh] = Array.from(g._bounding || g.bounding);
+    return { title: g.title || '', box: [gx, gy, gx + gw, gy + gh], title_height: g.titleHeight ?? LG.NODE_TITLE_HEIGHT };
+  });
+  const links = [];
+  const all = graph.links instanceof Map ? Array.from(graph.links.values()) : Object.values(graph.links || {});
+  for (const l of all) if (l) links.push([String(l.origin_id), String(l.target_id)]);
+  return { nodes, groups, links };
+}
+"""
+
+
 class Frontend:
     """One browser and one page with the frontend loaded; `load(workflow)` may be called many times."""
 
@@ -152,6 +206,11 @@ class Frontend:
     def nodes_on_screen(self) -> dict:
         """{scale, offset, window, nodes: [{id, type, box, hidden}]} for the graph loaded last."""
         return self.page.evaluate(NODES_ON_SCREEN)
+
+    def rendered_layout(self) -> dict:
+        """{nodes: [{id, type, box, min_size, widgets: [{name, box}]}], groups: [{title, box, title_height}],
+        links: [[origin id, target id]]} for the graph loaded last, in graph units (see RENDERED_LAYOUT)."""
+        return self.page.evaluate(RENDERED_LAYOUT)
 
     def screenshot(self, path: str) -> None:
         self.page.screenshot(path=path)
