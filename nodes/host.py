@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from fractions import Fraction
@@ -39,6 +40,11 @@ try:
 except ImportError:
     _mm = None
     _comfy_utils = None
+
+try:  # ComfyUI's live previews (the user's --preview-method); absent outside ComfyUI
+    import latent_preview as _latent_preview
+except ImportError:
+    _latent_preview = None
 
 try:
     from comfy_api.input_impl import VideoFromComponents as _VideoFromComponents
@@ -217,11 +223,24 @@ class Progress:
     def update(self, steps: int = 1) -> None:
         self.set(self.done + steps)
 
-    def set(self, done: int) -> None:
+    def set(self, done: int, preview=None) -> None:
         self.done = min(int(done), self.total)
         if self._bar is not None:
-            self._bar.update_absolute(self.done, self.total)  # runs ComfyUI's interrupt check too
+            self._bar.update_absolute(self.done, self.total, preview)  # runs ComfyUI's interrupt check too
         check_interrupt()
+
+
+def latent_previewer(latent_format):
+    """ComfyUI's previewer for `latent_format` and the user's preview method; None: previews off, or no ComfyUI."""
+    if _latent_preview is None:
+        return None
+    return _latent_preview.get_previewer(torch_device(), latent_format)
+
+
+def comfy_latent_format(name: str):
+    """comfy.latent_formats.<name> (None where this ComfyUI lacks it) and the video TAEs its previews can load."""
+    formats = sys.modules.get("comfy.latent_formats") if _comfy_utils is not None else None
+    return getattr(formats, name, None), tuple(getattr(_latent_preview, "VIDEO_TAES", ()))
 
 
 def send_progress_text(text: str, node_id: str | None) -> None:

@@ -16,6 +16,7 @@ from ...pipelines.hunyuan_video_13b.custom_prompt import DEFAULT_SUBJECT, check_
 from ...pipelines.hunyuan_video_13b.image_prompt import require_vision
 from ...pipelines.hunyuan_video_13b.t2v import MAX_SEED, VAE_TEMPORAL
 from .. import host
+from ..previews import SamplingProgress, preview_mode
 from ..types import CUSTOM_CONDITIONING, TEXT_ENCODERS, TRANSFORMER, VAE
 from ..validation import validate
 from .inputs import riflex_input
@@ -111,12 +112,12 @@ class HYVSCustomSampler:
                                 step_cache=step_cache, cfg_batching=cfg_batching, seed=seed, riflex=riflex)
         request.validate()
         require_custom(transformer)
-        progress = host.Progress(steps, node_id=unique_id)
+        progress = SamplingProgress(steps, unique_id, "hunyuan_video_13b", preview_mode(transformer))
         # The reference adds one latent frame of tokens: planned as 4 more video frames.
         with host.transformer_on_compute_device(transformer, conditioning.width, conditioning.height,
                                                 num_frames + VAE_TEMPORAL, node_id=unique_id) as device:
             latents = generate_custom(transformer, conditioning, request, device=device,
-                                      on_step=lambda done, total: progress.set(done),
+                                      on_step=progress.on_step, on_preview=progress.on_preview,
                                       on_info=lambda text: host.send_progress_text(text, unique_id))
         return ({"samples": latents.cpu()},)
 

@@ -19,6 +19,7 @@ from ...pipelines.hunyuan_video_13b.image_prompt import I2V_NEGATIVE_PROMPT
 from ...pipelines.hunyuan_video_13b.t2v import MAX_SEED
 from ...pipelines.hunyuan_video_13b.vision_loading import load_vision
 from .. import host
+from ..previews import SamplingProgress, preview_mode
 from ..types import I2V_CONDITIONING, TEXT_ENCODERS, TRANSFORMER, VAE
 from ..validation import validate
 from .inputs import riflex_input
@@ -158,11 +159,11 @@ class HYVSI2VSampler:
                              embedded_guidance=embedded_guidance, true_cfg=cfg, seed=seed, riflex=riflex)
         request.validate()
         check_pairing(transformer.variant, conditioning)
-        progress = host.Progress(steps, node_id=unique_id)
+        progress = SamplingProgress(steps, unique_id, "hunyuan_video_13b", preview_mode(transformer))
         with host.transformer_on_compute_device(transformer, conditioning.width, conditioning.height, num_frames,
                                                 node_id=unique_id) as device:
             latent = generate_i2v(transformer, conditioning, request, device=device,
-                                  on_step=lambda done, total: progress.set(done),
+                                  on_step=progress.on_step, on_preview=progress.on_preview,
                                   on_info=lambda text: host.send_progress_text(text, unique_id))
         return ({**latent, "samples": latent["samples"].cpu()},)
 

@@ -6,6 +6,7 @@ from ...pipelines.hunyuan_video_13b.prompt_encoding import T2V_TEMPLATE, encode_
 from ...pipelines.hunyuan_video_13b.t2v import MAX_SEED, T2VRequest, generate_t2v
 from ...pipelines.prompt_cache import PROMPTS
 from .. import host
+from ..previews import SamplingProgress, preview_mode
 from ..types import TEXT_EMBEDS, TEXT_ENCODERS, TRANSFORMER
 from ..validation import validate
 from .inputs import riflex_input
@@ -83,11 +84,11 @@ class HYVST2VSampler:
             true_cfg=cfg, flow_shift=flow_shift, seed=seed, riflex=riflex,
         )
         request.validate()
-        progress = host.Progress(steps, node_id=unique_id)
+        progress = SamplingProgress(steps, unique_id, "hunyuan_video_13b", preview_mode(transformer))
         with host.transformer_on_compute_device(transformer, width, height, num_frames, node_id=unique_id) as device:
             latents = generate_t2v(
                 transformer, positive, request, negative=negative, device=device,
-                on_step=lambda done, total: progress.set(done),
+                on_step=progress.on_step, on_preview=progress.on_preview,
                 on_info=lambda text: host.send_progress_text(text, unique_id),
             )
         return ({"samples": latents.cpu()},)

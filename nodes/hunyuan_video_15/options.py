@@ -1,8 +1,9 @@
-"""The Memory and Speed Options nodes for a HunyuanVideo 1.5 transformer: the shared nodes on the 1.5 type."""
+"""The Memory, Speed and Preview Options nodes for a HunyuanVideo 1.5 transformer: the shared nodes on the 1.5 type."""
 
 from __future__ import annotations
 
 from ..shared.memory import HYVSMemoryOptions
+from ..shared.preview import HYVSPreviewOptions
 from ..shared.speed import HYVSSpeedOptions
 from ..types import HV15_TRANSFORMER
 
@@ -38,8 +39,14 @@ HYVSHV15SpeedOptions = _on_hv15(HYVSSpeedOptions, (
     "Makes HunyuanVideo 1.5 sampling faster: mask-free attention with the fastest installed kernel (the default), "
     "an optional step cache and torch.compile. Put it between the HV1.5 loader and the HV1.5 sampler."))
 
-NODE_CLASS_MAPPINGS = {"HYVS_HV15MemoryOptions": HYVSHV15MemoryOptions, "HYVS_HV15SpeedOptions": HYVSHV15SpeedOptions}
+HYVSHV15PreviewOptions = _on_hv15(HYVSPreviewOptions, (
+    "Chooses what the HV1.5 sampler's and super-resolution's live previews show: the first frame, as core's "
+    "samplers, or the first, middle and last frames side by side. Put it between the HV1.5 loader and the sampler."))
+
+NODE_CLASS_MAPPINGS = {"HYVS_HV15MemoryOptions": HYVSHV15MemoryOptions, "HYVS_HV15SpeedOptions": HYVSHV15SpeedOptions,
+                       "HYVS_HV15PreviewOptions": HYVSHV15PreviewOptions}
 NODE_DISPLAY_NAME_MAPPINGS = {
+    "HYVS_HV15PreviewOptions": "HunyuanVideo Suite: HV1.5 Preview Options",
     "HYVS_HV15MemoryOptions": "HunyuanVideo Suite: HV1.5 Memory Options",
     "HYVS_HV15SpeedOptions": "HunyuanVideo Suite: HV1.5 Speed Options",
 }

@@ -12,6 +12,7 @@ from ...pipelines.hunyuan_video_15.sampling import (
 )
 from ...pipelines.hunyuan_video_15.sizes import ASPECT_RATIOS, size_for_aspect
 from .. import host
+from ..previews import SamplingProgress, preview_mode
 from ..types import HV15_EMBEDS, HV15_IMAGE_CONDITIONING, HV15_TRANSFORMER
 from ..validation import validate
 
@@ -84,10 +85,10 @@ class HYVSHV15Sampler:
         calls = 2 if request.batch_cfg and request.cfg > 1 else 1
         host.send_progress_text(f"{variant.title}: {width}x{height}, {request.num_frames} frames, {request.steps} steps, "
                                 f"cfg {request.cfg:g}, shift {request.flow_shift:g}", unique_id)
-        progress = host.Progress(request.steps, node_id=unique_id)
+        progress = SamplingProgress(request.steps, unique_id, "hunyuan_video_15", preview_mode(transformer))
         with host.transformer_on_compute_device(transformer, width, height, request.num_frames, calls, unique_id) as device:
             latents = generate(transformer, positive, negative if request.cfg > 1 else None, request, image_conditioning,
-                               device=device, on_step=lambda done, total: progress.set(done),
+                               device=device, on_step=progress.on_step, on_preview=progress.on_preview,
                                on_info=lambda text: host.send_progress_text(text, unique_id))
         return ({"samples": latents.cpu()},)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...pipelines.hunyuan_video_15.decoding import TilingOptions15, decode_latents
 from ...pipelines.hunyuan_video_15.vae_loading import VAE_DTYPES, load_vae
 from .. import host
+from ..previews import StageProgress
 from ..types import HV15_VAE
 from ..validation import validate
 
@@ -83,10 +84,7 @@ class HYVSHV15Decode:
         tiling = TilingOptions15(spatial_tiling, tile_size, tile_overlap, temporal_tiling, tile_frames)
         tiling.validate()
         host.check_interrupt()
-        bar = {}  # the piece count is known once decoding starts
-
-        def on_tile(done, total):
-            bar.setdefault("progress", host.Progress(total, node_id=unique_id)).set(done)  # also checks for Cancel
+        on_tile = StageProgress(unique_id, "decoding", "tile")  # its size is known once decoding starts
 
         with host.on_compute_device(vae):
             frames = decode_latents(vae, samples["samples"], tiling, on_tile)

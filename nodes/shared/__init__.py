@@ -1,1 +1,1 @@
-"""Nodes every local family uses: memory and speed options, decoding."""
+"""Nodes every local family uses: memory, speed and preview options, decoding."""

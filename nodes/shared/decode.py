@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...pipelines.video.decoding import DROP_FRAMES_KEY, TilingOptions, decode_latents
 from .. import host
+from ..previews import StageProgress
 from ..types import VAE
 from ..validation import validate
 
@@ -45,10 +46,7 @@ class HYVSDecode:
         tiling.validate()
         latents = samples["samples"]
         host.check_interrupt()
-        bar = {}  # the chunk count is known once decoding starts
-
-        def on_chunk(done, total):
-            bar.setdefault("progress", host.Progress(total, node_id=unique_id)).set(done)  # also checks for Cancel
+        on_chunk = StageProgress(unique_id, "decoding", "chunk")  # its size is known once decoding starts
 
         with host.vae_on_compute_device(vae, tuple(latents.shape), tiling, node_id=unique_id) as fitted:
             frames = decode_latents(vae, latents, fitted, on_chunk)

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from diffusers import FlowMatchEulerDiscreteScheduler
 
 StepCallback = Callable[[int, int], None]  # (steps done, total); may raise to stop
+# (steps done, total, x0): the clean latent predicted at that step (model space, float32, first batch row)
+PreviewCallback = Callable[[int, int, torch.Tensor], None]
 
 
 class LatentConditioning:
@@ -94,11 +96,13 @@ def denoise(
     on_step: StepCallback | None = None,
     conditioning: LatentConditioning | None = None,
     speed: SpeedSession | None = None,
+    on_preview: PreviewCallback | None = None,
 ) -> torch.Tensor:
     """Run the sampler from `latents` (float32, on the model's device) to the clean latent.
 
     `speed` (from `speed.open_speed`) wraps each model call; the loop itself reads nothing back to
-    the host, so the GPU is never stalled between steps."""
+    the host, so the GPU is never stalled between steps. `on_preview`, called before `on_step`, gets each
+    step's predicted clean latent x0 = x_t - sigma_t * v (flow matching), computed only when it is given."""
     conditioning = conditioning or LatentConditioning()
     device = latents.device
     dtype = model.dtype
@@ -154,7 +158,11 @@ def denoise(
             noise_pred = noise_pred + settings.image_cfg_at(index) * (preds["image"] - preds["positive"])
         # float32 prediction: diffusers' step casts its result to the prediction's dtype, and the authors' schedulers
         # keep the latents in float32 between steps (a bf16 model would otherwise round them every step).
+        if on_preview is not None:
+            x0 = conditioning.fix(latents[:1] - scheduler.sigmas[index] * noise_pred[:1].float())
         latents = conditioning.fix(scheduler.step(noise_pred.float(), t, latents, return_dict=False)[0])
+        if on_preview is not None:
+            on_preview(index + 1, total, x0)
         if on_step is not None:
             on_step(index + 1, total)
     return latents

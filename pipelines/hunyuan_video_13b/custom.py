@@ -22,7 +22,14 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..denoise.flow_matching import LatentConditioning, SamplingSettings, StepCallback, denoise, initial_noise
+from ..denoise.flow_matching import (
+    LatentConditioning,
+    PreviewCallback,
+    SamplingSettings,
+    StepCallback,
+    denoise,
+    initial_noise,
+)
 from ..lora.run import loras_for_run, with_lora_summary
 from ..speed.options import open_speed
 from .custom_prompt import CUSTOM_NEGATIVE_PROMPT, DEFAULT_SUBJECT, encode_custom_prompts
@@ -210,7 +217,8 @@ def branches_fit_together(device, tokens: int, hidden: int, branches: int) -> bo
 
 
 def generate_custom(transformer, conditioning: CustomConditioning, request: CustomRequest, device="cpu",
-                    on_step: StepCallback | None = None, on_info: Callable[[str], None] | None = None) -> torch.Tensor:
+                    on_step: StepCallback | None = None, on_info: Callable[[str], None] | None = None,
+                    on_preview: PreviewCallback | None = None) -> torch.Tensor:
     """Sample a Custom latent `[1, C, T, H/8, W/8]` (VAE space) with `transformer` on `device`.
 
     `on_info` receives one line on the speed options in force (skipped calls included) and the LoRAs applied
@@ -250,7 +258,7 @@ def generate_custom(transformer, conditioning: CustomConditioning, request: Cust
     loras = loras_for_run(transformer, FAMILY)
     with riflex_rope(model, request.num_frames, request.riflex), open_speed(transformer, request.steps, device) as speed:
         latents = denoise(CustomTransformer(model), noise, conditioning.positive,
-                          conditioning.negative if use_cfg else None, settings, on_step, refs, speed)
+                          conditioning.negative if use_cfg else None, settings, on_step, refs, speed, on_preview)
     if on_info is not None:
         on_info(with_lora_summary(speed.summary(), loras))
     return latents / vae_constants()["scaling_factor"]

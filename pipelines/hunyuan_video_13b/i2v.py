@@ -17,7 +17,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..denoise.flow_matching import LatentConditioning, SamplingSettings, StepCallback, denoise, initial_noise
+from ..denoise.flow_matching import (
+    LatentConditioning,
+    PreviewCallback,
+    SamplingSettings,
+    StepCallback,
+    denoise,
+    initial_noise,
+)
 from ..lora.run import loras_for_run, with_lora_summary
 from ..speed.options import open_speed
 from ..video.decoding import DROP_FRAMES_KEY
@@ -234,7 +241,8 @@ def check_pairing(transformer_variant: str, conditioning: I2VConditioning) -> No
 
 
 def generate_i2v(transformer, conditioning: I2VConditioning, request: I2VRequest, device="cpu",
-                 on_step: StepCallback | None = None, on_info: Callable[[str], None] | None = None) -> dict:
+                 on_step: StepCallback | None = None, on_info: Callable[[str], None] | None = None,
+                 on_preview: PreviewCallback | None = None) -> dict:
     """Sample an I2V video latent; returns a LATENT dict (VAE space; v1 marks its 4 frames to drop, so
     v1 gives `num_frames - 4` frames and v2 `num_frames`).
 
@@ -268,7 +276,8 @@ def generate_i2v(transformer, conditioning: I2VConditioning, request: I2VRequest
     )
     loras = loras_for_run(transformer, FAMILY)
     with riflex_rope(model, request.num_frames, request.riflex), open_speed(transformer, request.steps, device) as speed:
-        latents = denoise(model, latents, conditioning.positive, conditioning.negative, settings, on_step, hook, speed)
+        latents = denoise(model, latents, conditioning.positive, conditioning.negative, settings, on_step, hook, speed,
+                          on_preview)
     if on_info is not None:
         on_info(with_lora_summary(speed.summary(), loras))
     result = {"samples": latents / vae_constants()["scaling_factor"]}

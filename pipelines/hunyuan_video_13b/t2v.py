@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from ..denoise.flow_matching import SamplingSettings, StepCallback, denoise, initial_noise
+from ..denoise.flow_matching import PreviewCallback, SamplingSettings, StepCallback, denoise, initial_noise
 from ..lora.run import loras_for_run, with_lora_summary
 from ..speed.options import open_speed
 from .lora_keys import FAMILY
@@ -83,6 +83,7 @@ def generate_t2v(
     device="cpu",
     on_step: StepCallback | None = None,
     on_info: Callable[[str], None] | None = None,
+    on_preview: PreviewCallback | None = None,
 ) -> torch.Tensor:
     """Sample a T2V latent `[B, C, T, H/8, W/8]` (VAE space) with `transformer` on `device`.
 
@@ -112,7 +113,7 @@ def generate_t2v(
     noise = initial_noise(request.latent_shape(model.config.in_channels), request.seed).to(device)
     loras = loras_for_run(transformer, FAMILY)
     with riflex_rope(model, request.num_frames, request.riflex), open_speed(transformer, request.steps, device) as speed:
-        latents = denoise(model, noise, positive, negative, settings, on_step, speed=speed)
+        latents = denoise(model, noise, positive, negative, settings, on_step, speed=speed, on_preview=on_preview)
     if on_info is not None:
         on_info(with_lora_summary(speed.summary(), loras))
     return latents / vae_constants()["scaling_factor"]

@@ -60,6 +60,7 @@ class LoadedTransformer:
     memory: MemoryOptions = field(default_factory=MemoryOptions)
     weight_dtype: str = "auto"  # as the user asked; the planner may store in fp8 only when this is auto
     loras: tuple[LoraChoice, ...] = ()  # applied by the samplers for each run (LoRA nodes, --lora)
+    preview: str = "first frame"  # the frames the nodes' live previews show (the Preview Options node)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -15,7 +15,14 @@ from typing import Callable
 
 import torch
 
-from ..denoise.flow_matching import LatentConditioning, SamplingSettings, StepCallback, denoise, initial_noise
+from ..denoise.flow_matching import (
+    LatentConditioning,
+    PreviewCallback,
+    SamplingSettings,
+    StepCallback,
+    denoise,
+    initial_noise,
+)
 from ..lora.run import loras_for_run, with_lora_summary
 from ..memory.sampling_memory import plan_sampling
 from ..memory.vram_planner import DoesNotFit
@@ -112,6 +119,7 @@ def generate(
     device="cpu",
     on_step: StepCallback | None = None,
     on_info: Callable[[str], None] | None = None,
+    on_preview: PreviewCallback | None = None,
 ) -> torch.Tensor:
     """Sample a latent `[B, 32, T, H/16, W/16]` (VAE space) with a `LoadedTransformer15` on `device`.
     With `image`, the request's size must be the image's bucket (`ImageCondition15.width/height`). Its LoRAs
@@ -138,7 +146,8 @@ def generate(
     noise = initial_noise(shape, request.seed).to(device)
     loras = loras_for_run(transformer, FAMILY)
     with open_speed(transformer, request.steps, device) as speed:
-        latents = denoise(model, noise, positive, negative, settings, on_step, conditioning, speed=speed)
+        latents = denoise(model, noise, positive, negative, settings, on_step, conditioning, speed=speed,
+                          on_preview=on_preview)
     if on_info is not None:
         notice = getattr(transformer, "notice", "")
         on_info(with_lora_summary(speed.summary() + (f"; {notice}" if notice else ""), loras))

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..denoise.flow_matching import SamplingSettings, StepCallback, denoise, make_scheduler
+from ..denoise.flow_matching import PreviewCallback, SamplingSettings, StepCallback, denoise, make_scheduler
 from ..lora.run import loras_for_run, with_lora_summary
 from ..speed.options import open_speed
 from . import attention
@@ -154,6 +154,7 @@ def generate_sr(
     device="cpu",
     on_step: StepCallback | None = None,
     on_info: Callable[[str], None] | None = None,
+    on_preview: PreviewCallback | None = None,
 ) -> torch.Tensor:
     """Lift base latents `[B, 32, T, h, w]` (VAE space, as a LATENT holds them) to the SR variant's resolution:
     returns `[B, 32, T, H/16, W/16]` in VAE space. CFG is 1, as the authors' SR pipeline: no negative prompt. The SR
@@ -181,7 +182,8 @@ def generate_sr(
     settings = SamplingSettings(steps=request.steps, flow_shift=request.flow_shift, embedded_guidance=None,
                                 true_cfg=1.0, meanflow=transformer.variant.meanflow)
     with open_speed(transformer, request.steps, device) as speed:
-        out = denoise(model, noise.to(device), positive, None, settings, on_step, conditioning, speed=speed)
+        out = denoise(model, noise.to(device), positive, None, settings, on_step, conditioning, speed=speed,
+                      on_preview=on_preview)
     if on_info is not None:
         on_info(with_lora_summary(f"{width}x{height}; " + speed.summary(), loras))
     return out / VAE_SCALING

@@ -56,6 +56,7 @@ class LoadedTransformer15:
     weight_dtype: str = "auto"
     notice: str = ""  # one line for the user (e.g. the sparse checkpoint runs dense)
     loras: tuple[LoraChoice, ...] = ()  # applied by the samplers for each run (LoRA nodes, --lora)
+    preview: str = "first frame"  # the frames the nodes' live previews show (the Preview Options node)
 
     planner_profile: PlannerProfile = HV15_PROFILE
 
