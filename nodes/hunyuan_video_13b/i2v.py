@@ -106,9 +106,11 @@ class HYVSI2VConditioning:
         check_single_image(image)
         chosen = VARIANT_CHOICES[variant]
         size = choose_size(image, resolution, width, height)
+        interleave = image_interleave or DEFAULT_INTERLEAVE[chosen]
+        kept = "every image token" if interleave == 1 else f"1 in {interleave} image tokens"
         host.send_progress_text(
-            f"{resolution} size: {size[0]}x{size[1]} (image {image.shape[2]}x{image.shape[1]}), "
-            f"{variant}, every {image_interleave or DEFAULT_INTERLEAVE[chosen]}th image token", unique_id,
+            f"{resolution} size: {size[0]}x{size[1]} (image {image.shape[2]}x{image.shape[1]}), {variant}, {kept}",
+            unique_id,
         )
         with host.text_encoders_on_compute_device(text_encoders) as device, host.on_compute_device(vae):
             conditioning = prepare_i2v(
