@@ -9,7 +9,7 @@ function that uses them (type hints under `if TYPE_CHECKING:`). Only the test/de
 (pipelines/demo/), which no node imports, import them at the top.
 """
 
-from . import api
+from . import api, api_price
 from .hunyuan_video_13b import custom, i2v, loaders, lora, t2v
 from .hunyuan_video_15 import i2v as hv15_i2v
 from .hunyuan_video_15 import loaders as hv15_loaders
@@ -29,3 +29,4 @@ _HV15 = (hv15_loaders, hv15_lora, hv15_options, hv15_text, hv15_vision, hv15_vae
 for _module in (loaders, lora, memory, t2v, i2v, custom, speed, preview, decode, *_HV15, api):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
+api_price.register()  # the price route of the API nodes' frontend extension (inside ComfyUI only)

@@ -10,14 +10,11 @@ cache, an unfinished one is resumed. This holds for seed -1 ("provider picks") t
 needs a new seed, which the seed widget's "randomize" control gives on every queue.
 
 Prices: every node's DESCRIPTION states its endpoint's price rule from the pack's one price table
-(`pipelines/providers/pricing.py`, with the day it was read). ComfyUI's V1 node API has no read-only
-widget (a STRING widget is editable and is saved into the workflow and the media metadata), and a
-live price under the widgets would need a frontend extension of its own for each supported
-frontend. So the price for the chosen settings is shown where both frontends already show node
-text: in the progress text under the node from the moment it is queued (before anything is sent,
-and on every update while the job runs), and in the `info` output after the run, which also says
-what this run cost by the table: a fresh job its price, a cache hit or a resumed job $0 (paid once,
-at the earlier submit).
+(`pipelines/providers/pricing.py`, with the day it was read). The price for the chosen settings shows under
+the node before it is queued (the pack's frontend extension, `api_price.py`), in the progress text from the
+moment it is queued (before anything is sent, and on every update while the job runs), and in the `info`
+output after the run, which also says what this run cost by the table: a fresh job its price, a cache hit or
+a resumed job $0 (paid once, at the earlier submit).
 """
 
 from __future__ import annotations
@@ -46,7 +43,7 @@ def _price_note(*models: str) -> str:
     else:
         text = "; ".join(f"{model.rsplit('-', 1)[-1]}: {pricing.rule_for(model).rule_text()}" for model in models)
     return (f" Price, from the pack's table of the providers' published prices (read {pricing.READ}): {text}. The "
-            "price for your settings shows under the node when it is queued; the info output says what the run cost.")
+            "price for your settings shows under the node as you change them; the info output says what the run cost.")
 
 
 def _prompt(tooltip: str, default: str = "") -> tuple:

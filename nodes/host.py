@@ -25,7 +25,7 @@ from ..pipelines.memory.sampling_memory import (
     transformer_on_device,
 )
 from ..pipelines.memory.vram_planner import ENCODER_TOKENS
-from ..pipelines.video.video_io import read_video_frames, write_mp4
+from .types import LocalVideo
 
 log = logging.getLogger("hunyuan_video_suite")
 
@@ -243,18 +243,37 @@ def comfy_latent_format(name: str):
     return getattr(formats, name, None), tuple(getattr(_latent_preview, "VIDEO_TAES", ()))
 
 
-def send_progress_text(text: str, node_id: str | None) -> None:
-    """Text under the node in the UI; the console log outside ComfyUI."""
+def _prompt_server():
+    """ComfyUI's running PromptServer, or None (outside ComfyUI)."""
     try:
         from server import PromptServer
     except ImportError:
-        log.info("%s", text)
-        return
-    instance = getattr(PromptServer, "instance", None)
+        return None
+    return getattr(PromptServer, "instance", None)
+
+
+def send_progress_text(text: str, node_id: str | None) -> None:
+    """Text under the node in the UI; the console log outside ComfyUI."""
+    instance = _prompt_server()
     if instance is None or node_id is None:
         log.info("%s", text)
         return
     instance.send_progress_text(text, node_id)
+
+
+def add_json_route(path: str, answer) -> bool:
+    """Serve POST `path` on ComfyUI's server: the JSON body in, `answer(body)` out as JSON. False outside ComfyUI."""
+    instance = _prompt_server()
+    if instance is None:
+        return False
+
+    async def route(request):
+        from aiohttp import web  # ComfyUI's own web server library
+
+        return web.json_response(answer(await request.json()))
+
+    instance.routes.post(path)(route)
+    return True
 
 
 # ----------------------------------------------------------------------------- devices and memory
@@ -365,26 +384,6 @@ def vae_on_compute_device(vae, latents_shape, tiling, node_id=None):
 
 
 # ----------------------------------------------------------------------------- VIDEO values
-
-class LocalVideo:
-    """Stand-in for ComfyUI's VIDEO outside ComfyUI: frames in memory or a file on disk."""
-
-    def __init__(self, path: str | None = None, frames: torch.Tensor | None = None, fps: float = 24.0):
-        self.path = path
-        self.frames = frames
-        self.fps = Fraction(fps).limit_denominator(1001)
-
-    def save_to(self, path: str) -> None:
-        if self.path is not None:
-            Path(path).write_bytes(Path(self.path).read_bytes())
-        else:
-            write_mp4(self.frames, path, float(self.fps))
-
-    def get_components(self):
-        if self.frames is not None:
-            return self.frames, self.fps
-        return read_video_frames(self.path)
-
 
 def video_from_frames(frames: torch.Tensor, fps: float):
     """IMAGE frames `[F,H,W,C]` in 0..1 as a VIDEO value."""

@@ -136,6 +136,15 @@ class _Handler(SimpleHTTPRequestHandler):
             return self._websocket()
         if is_api or path in ("/ws", "/user.css"):
             return self._empty(HTTPStatus.NOT_FOUND)
+        pack_file = self.server.pack_file(path)
+        if pack_file is not None:
+            body = pack_file.read_bytes()
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "application/javascript")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return None
         if path == "/":
             self.path = "/index.html"
         return super().do_GET()
@@ -188,13 +197,18 @@ class FrontendServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, object_info: dict, models: dict[str, list[str]] | None = None,
-                 static_root: Path | None = None, port: int = 0):
+                 static_root: Path | None = None, port: int = 0, web_directories: dict[str, Path] | None = None,
+                 json_routes: dict | None = None):
+        """`web_directories`: {pack name: its WEB_DIRECTORY}, served at /extensions/<pack name>/ as ComfyUI does;
+        `json_routes`: {path: answer(JSON body) -> JSON} for POST /api/<path>, as a pack's server routes."""
         mimetypes.add_type("application/javascript", ".js")
         mimetypes.add_type("application/json", ".json")
         mimetypes.add_type("image/svg+xml", ".svg")
         self.static_root = Path(static_root) if static_root else frontend_root()
         self.object_info = object_info
         self.models = models or {}
+        self.web_directories = {name: Path(folder) for name, folder in (web_directories or {}).items()}
+        self.json_routes = dict(json_routes or {})
         self.settings = dict(USER_SETTINGS)
         self.userdata: dict[str, bytes] = {}
         self.requests: list[str] = []
@@ -224,7 +238,19 @@ class FrontendServer(ThreadingHTTPServer):
 
     def extensions(self) -> list[str]:
         root = self.static_root
-        return sorted("/" + p.relative_to(root).as_posix() for p in (root / "extensions").rglob("*.js"))
+        core = ["/" + p.relative_to(root).as_posix() for p in (root / "extensions").rglob("*.js")]
+        packs = [f"/extensions/{name}/{p.relative_to(folder).as_posix()}"
+                 for name, folder in self.web_directories.items() for p in folder.rglob("*.js")]
+        return sorted(core + packs)
+
+    def pack_file(self, path: str) -> Path | None:
+        """The file of a pack's web directory behind /extensions/<pack name>/<file>, if any."""
+        name, _, rest = path.removeprefix("/extensions/").partition("/")
+        folder = self.web_directories.get(name) if path.startswith("/extensions/") else None
+        if folder is None or not rest:
+            return None
+        candidate = (folder / rest).resolve()
+        return candidate if candidate.is_file() and folder.resolve() in candidate.parents else None
 
     def api_get(self, path: str, query: dict):
         """(status, JSON) for an API path, or None to fall through to the static files."""
@@ -299,6 +325,8 @@ class FrontendServer(ThreadingHTTPServer):
         return None
 
     def api_post(self, path: str, body: bytes):
+        if path in self.json_routes:
+            return 200, self.json_routes[path](json.loads(body or b"{}"))
         if path == "/settings":
             self.settings.update(json.loads(body or b"{}"))
             return 200, None

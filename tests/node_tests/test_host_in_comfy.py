@@ -72,9 +72,18 @@ HOST_MODULES = {
                 self.file = file
     """,
     "server.py": """
+        class _Routes:
+            def __init__(self):
+                self.posts = {}
+            def post(self, path):
+                def add(handler):
+                    self.posts[path] = handler
+                    return handler
+                return add
         class _Instance:
             def __init__(self):
                 self.texts = []
+                self.routes = _Routes()
             def send_progress_text(self, text, node_id, sid=None):
                 self.texts.append((node_id, text))
         class PromptServer:
@@ -116,6 +125,7 @@ video = host.video_from_frames(torch.zeros(3, 8, 8, 3), 12.0)
 assert type(video).__name__ == "VideoFromComponents" and video.components.frame_rate == 12
 host.send_progress_text("queued", "17")
 assert server.PromptServer.instance.texts == [("17", "queued")]
+assert list(server.PromptServer.instance.routes.posts) == ["/hyvs/price"]  # the API nodes' price line
 print("HOST-OK")
 """
 
