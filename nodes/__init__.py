@@ -20,13 +20,13 @@ from .hunyuan_video_15 import super_resolution as hv15_super_resolution
 from .hunyuan_video_15 import text as hv15_text
 from .hunyuan_video_15 import vae as hv15_vae
 from .hunyuan_video_15 import vision as hv15_vision
-from .shared import decode, memory, preview, speed
+from .shared import decode, memory, multigpu, preview, speed
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
 _HV15 = (hv15_loaders, hv15_lora, hv15_options, hv15_text, hv15_vision, hv15_vae, hv15_i2v, hv15_sampler,
          hv15_super_resolution)
-for _module in (loaders, lora, memory, t2v, i2v, custom, speed, preview, decode, *_HV15, api):
+for _module in (loaders, lora, memory, t2v, i2v, custom, speed, preview, multigpu, decode, *_HV15, api):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
 api_price.register()  # the price route of the API nodes' frontend extension (inside ComfyUI only)

@@ -17,6 +17,7 @@ from ...pipelines.hunyuan_video_13b.image_prompt import require_vision
 from ...pipelines.hunyuan_video_13b.t2v import MAX_SEED, VAE_TEMPORAL
 from .. import host
 from ..previews import SamplingProgress, preview_mode
+from ..shared import multigpu
 from ..types import CUSTOM_CONDITIONING, TEXT_ENCODERS, TRANSFORMER, VAE
 from ..validation import validate
 from .inputs import riflex_input
@@ -108,17 +109,16 @@ class HYVSCustomSampler:
 
     def sample(self, transformer, conditioning, num_frames, steps, cfg, flow_shift, ip_cfg_scale, step_cache, cfg_batching,
                seed, riflex="auto", unique_id=None):
+        cfg_batching = multigpu.cfg_batching(transformer, cfg_batching)
         request = CustomRequest(num_frames=num_frames, steps=steps, cfg=cfg, flow_shift=flow_shift, ip_cfg_scale=ip_cfg_scale,
                                 step_cache=step_cache, cfg_batching=cfg_batching, seed=seed, riflex=riflex)
         request.validate()
         require_custom(transformer)
         progress = SamplingProgress(steps, unique_id, "hunyuan_video_13b", preview_mode(transformer))
         # The reference adds one latent frame of tokens: planned as 4 more video frames.
-        with host.transformer_on_compute_device(transformer, conditioning.width, conditioning.height,
-                                                num_frames + VAE_TEMPORAL, node_id=unique_id) as device:
-            latents = generate_custom(transformer, conditioning, request, device=device,
-                                      on_step=progress.on_step, on_preview=progress.on_preview,
-                                      on_info=lambda text: host.send_progress_text(text, unique_id))
+        size = (conditioning.width, conditioning.height, num_frames + VAE_TEMPORAL, 1)
+        latents = multigpu.sample(transformer, progress, size, generate_custom, conditioning, request, node_id=unique_id,
+                                  batched_cfg=request.cfg > 1 and request.cfg_batching == "batched")
         return ({"samples": latents.cpu()},)
 
 

@@ -20,6 +20,7 @@ from ...pipelines.hunyuan_video_13b.t2v import MAX_SEED
 from ...pipelines.hunyuan_video_13b.vision_loading import load_vision
 from .. import host
 from ..previews import SamplingProgress, preview_mode
+from ..shared import multigpu
 from ..types import I2V_CONDITIONING, TEXT_ENCODERS, TRANSFORMER, VAE
 from ..validation import validate
 from .inputs import riflex_input
@@ -162,11 +163,8 @@ class HYVSI2VSampler:
         request.validate()
         check_pairing(transformer.variant, conditioning)
         progress = SamplingProgress(steps, unique_id, "hunyuan_video_13b", preview_mode(transformer))
-        with host.transformer_on_compute_device(transformer, conditioning.width, conditioning.height, num_frames,
-                                                node_id=unique_id) as device:
-            latent = generate_i2v(transformer, conditioning, request, device=device,
-                                  on_step=progress.on_step, on_preview=progress.on_preview,
-                                  on_info=lambda text: host.send_progress_text(text, unique_id))
+        latent = multigpu.sample(transformer, progress, (conditioning.width, conditioning.height, num_frames, 1),
+                                 generate_i2v, conditioning, request, node_id=unique_id)
         return ({**latent, "samples": latent["samples"].cpu()},)
 
 

@@ -7,6 +7,7 @@ from ...pipelines.hunyuan_video_13b.t2v import MAX_SEED, T2VRequest, generate_t2
 from ...pipelines.prompt_cache import PROMPTS
 from .. import host
 from ..previews import SamplingProgress, preview_mode
+from ..shared import multigpu
 from ..types import TEXT_EMBEDS, TEXT_ENCODERS, TRANSFORMER
 from ..validation import validate
 from .inputs import riflex_input
@@ -85,12 +86,8 @@ class HYVST2VSampler:
         )
         request.validate()
         progress = SamplingProgress(steps, unique_id, "hunyuan_video_13b", preview_mode(transformer))
-        with host.transformer_on_compute_device(transformer, width, height, num_frames, node_id=unique_id) as device:
-            latents = generate_t2v(
-                transformer, positive, request, negative=negative, device=device,
-                on_step=progress.on_step, on_preview=progress.on_preview,
-                on_info=lambda text: host.send_progress_text(text, unique_id),
-            )
+        latents = multigpu.sample(transformer, progress, (width, height, num_frames, 1), generate_t2v, positive,
+                                  request, negative=negative, node_id=unique_id)
         return ({"samples": latents.cpu()},)
 
 

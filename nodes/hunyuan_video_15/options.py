@@ -1,8 +1,10 @@
-"""The Memory, Speed and Preview Options nodes for a HunyuanVideo 1.5 transformer: the shared nodes on the 1.5 type."""
+"""The Memory, Speed, Preview Options and Multi-GPU nodes for a HunyuanVideo 1.5 transformer: the shared nodes on the
+1.5 type."""
 
 from __future__ import annotations
 
 from ..shared.memory import HYVSMemoryOptions
+from ..shared.multigpu import HYVSMultiGPU
 from ..shared.preview import HYVSPreviewOptions
 from ..shared.speed import HYVSSpeedOptions
 from ..types import HV15_TRANSFORMER
@@ -43,10 +45,16 @@ HYVSHV15PreviewOptions = _on_hv15(HYVSPreviewOptions, (
     "Chooses what the HV1.5 sampler's and super-resolution's live previews show: the first frame, as core's "
     "samplers, or the first, middle and last frames side by side. Put it between the HV1.5 loader and the sampler."))
 
+HYVSHV15MultiGPU = _on_hv15(HYVSMultiGPU, (
+    "Samples one HunyuanVideo 1.5 video on several GPUs of this machine (sequence parallel; 16 heads, so up to 8 "
+    "GPUs with ulysses): a worker process per GPU keeps the transformer loaded between queue items. Put it between "
+    "the HV1.5 loader and the HV1.5 sampler or super-resolution; gpus 1 samples in ComfyUI's process."))
+
 NODE_CLASS_MAPPINGS = {"HYVS_HV15MemoryOptions": HYVSHV15MemoryOptions, "HYVS_HV15SpeedOptions": HYVSHV15SpeedOptions,
-                       "HYVS_HV15PreviewOptions": HYVSHV15PreviewOptions}
+                       "HYVS_HV15PreviewOptions": HYVSHV15PreviewOptions, "HYVS_HV15MultiGPU": HYVSHV15MultiGPU}
 NODE_DISPLAY_NAME_MAPPINGS = {
     "HYVS_HV15PreviewOptions": "HunyuanVideo Suite: HV1.5 Preview Options",
     "HYVS_HV15MemoryOptions": "HunyuanVideo Suite: HV1.5 Memory Options",
     "HYVS_HV15SpeedOptions": "HunyuanVideo Suite: HV1.5 Speed Options",
+    "HYVS_HV15MultiGPU": "HunyuanVideo Suite: HV1.5 Multi-GPU",
 }

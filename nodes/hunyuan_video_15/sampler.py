@@ -13,6 +13,7 @@ from ...pipelines.hunyuan_video_15.sampling import (
 from ...pipelines.hunyuan_video_15.sizes import ASPECT_RATIOS, size_for_aspect
 from .. import host
 from ..previews import SamplingProgress, preview_mode
+from ..shared import multigpu
 from ..types import HV15_EMBEDS, HV15_IMAGE_CONDITIONING, HV15_TRANSFORMER
 from ..validation import validate
 
@@ -81,15 +82,15 @@ class HYVSHV15Sampler:
         request = recipe_request(variant, width, height, num_frames, steps, cfg, flow_shift, seed)
         request.validate()
         device = host.torch_device()
+        cfg_batching = multigpu.cfg_batching(transformer, cfg_batching)
         request.batch_cfg = cfg_batching == "batched" or (cfg_batching == "auto" and batch_cfg_fits(transformer, request, device))
         calls = 2 if request.batch_cfg and request.cfg > 1 else 1
         host.send_progress_text(f"{variant.title}: {width}x{height}, {request.num_frames} frames, {request.steps} steps, "
                                 f"cfg {request.cfg:g}, shift {request.flow_shift:g}", unique_id)
         progress = SamplingProgress(request.steps, unique_id, "hunyuan_video_15", preview_mode(transformer))
-        with host.transformer_on_compute_device(transformer, width, height, request.num_frames, calls, unique_id) as device:
-            latents = generate(transformer, positive, negative if request.cfg > 1 else None, request, image_conditioning,
-                               device=device, on_step=progress.on_step, on_preview=progress.on_preview,
-                               on_info=lambda text: host.send_progress_text(text, unique_id))
+        latents = multigpu.sample(transformer, progress, (width, height, request.num_frames, calls), generate, positive,
+                                  negative if request.cfg > 1 else None, request, image_conditioning, node_id=unique_id,
+                                  batched_cfg=calls == 2)
         return ({"samples": latents.cpu()},)
 
 

@@ -17,6 +17,7 @@ from ...pipelines.hunyuan_video_15.super_resolution import (
 from ...pipelines.hunyuan_video_15.upsampler import load_upsampler
 from .. import host
 from ..previews import SamplingProgress, preview_mode
+from ..shared import multigpu
 from ..types import HV15_EMBEDS, HV15_TRANSFORMER, HV15_UPSAMPLER, HV15_VAE, HV15_VISION
 from ..validation import validate
 
@@ -133,11 +134,9 @@ class HYVSHV15SuperResolution:
                 condition = prepare_sr_image(vae, vision, image, width, height, resolution)
         host.check_interrupt()
         progress = SamplingProgress(request.steps, unique_id, "hunyuan_video_15", preview_mode(transformer), stage="super-resolution")
-        with host.on_compute_device(upsampler):  # small; it runs once, before the first step
-            with host.transformer_on_compute_device(transformer, width, height, num_frames, batch, unique_id) as device:
-                out = generate_sr(transformer, upsampler, positive, latents, request, condition, device=device,
-                                  on_step=progress.on_step, on_preview=progress.on_preview,
-                                  on_info=lambda text: host.send_progress_text(text, unique_id))
+        out = multigpu.sample(transformer, progress, (width, height, num_frames, batch), generate_sr, upsampler,
+                              positive, latents, request, condition, node_id=unique_id,
+                              modules=(upsampler,))  # small; it runs once, before the first step
         return ({"samples": out.cpu()},)
 
 

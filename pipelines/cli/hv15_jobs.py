@@ -35,7 +35,8 @@ from .jobs import Job, picture_tensor, plan_for, sample
 @dataclass
 class Models15:
     """A 1.5 render's models: the transformer (LoadedTransformer15), the VAE, the text encoders (TextEncoders15),
-    for image-to-video SigLIP, and with --sr-model the SR DiT (LoadedTransformer15) and its latent upsampler."""
+    for image-to-video SigLIP, and with --sr-model the SR DiT (LoadedTransformer15) and its latent upsampler;
+    `decodes` as in `jobs.Models`."""
 
     transformer: Any
     vae: Any
@@ -43,6 +44,7 @@ class Models15:
     vision: Any = None
     sr_transformer: Any = None
     upsampler: Any = None
+    decodes: bool = True
 
 
 @dataclass
@@ -114,9 +116,9 @@ def request15(args) -> Request15:
                           cfg=args.cfg or 0.0, flow_shift=args.shift or 0.0, seed=args.seed)
 
 
-def render15(models: Models15, request: Request15, args, device) -> torch.Tensor:
+def render15(models: Models15, request: Request15, args, device) -> torch.Tensor | None:
     """As HV1.5 Text Encode, Image Conditioning (I2V), Sampler, Super-Resolution (--sr-model) and Decode; frames
-    [T, H, W, 3] in 0..1."""
+    [T, H, W, 3] in 0..1 (None where the models do not decode)."""
     transformer, variant = models.transformer, models.transformer.variant
     batching = args.cfg_batching or "auto"
     request.batch_cfg = batching == "batched" or (batching == "auto" and batch_cfg_fits(transformer, request, device))
@@ -145,6 +147,8 @@ def render15(models: Models15, request: Request15, args, device) -> torch.Tensor
                      lambda **run: generate(transformer, positive, negative, request, image, **run))
     if stage is not None:
         latents = lift(stage, positive, latents, request.num_frames, sr_image, device)
+    if not models.decodes:
+        return None
     models.vae.to(device)
     return decode_latents(models.vae, latents)[0]
 

@@ -31,11 +31,13 @@ DEMO_FIELDS = {"num_frames": "frames", "steps": "steps", "width": "width", "heig
 @dataclass
 class Models:
     """What a job runs on: the transformer (LoadedTransformer), the VAE and the text encoders (with the LLaVA vision
-    tower for the image jobs)."""
+    tower for the image jobs). `decodes` is False on the ranks other than 0 of a multi-GPU render: they sample, and
+    their job returns None instead of frames."""
 
     transformer: Any
     vae: Any
     encoders: Any
+    decodes: bool = True
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ class Job:
     """One kind of render (see the module's docstring)."""
 
     request: Callable[[argparse.Namespace], Any]
-    render: Callable[[Models, Any, argparse.Namespace, torch.device], torch.Tensor]  # frames [T, H, W, 3] in 0..1
+    # frames [T, H, W, 3] in 0..1; None where the models do not decode (see Models)
+    render: Callable[[Models, Any, argparse.Namespace, torch.device], torch.Tensor | None]
 
 
 def say(text: str) -> None:
@@ -76,7 +79,9 @@ def sample(models, plan, device, what: str, generate):
         return generate(device=device, on_step=lambda done, total: say(f"  step {done}/{total}"), on_info=say)
 
 
-def _decode(models: Models, latents: torch.Tensor, plan, device) -> torch.Tensor:
+def _decode(models: Models, latents: torch.Tensor, plan, device) -> torch.Tensor | None:
+    if not models.decodes:
+        return None
     models.vae.to(device)
     tiling = TilingOptions(tile_size=plan.decode_tile) if plan is not None else TilingOptions()
     return decode_latents(models.vae, latents, tiling)[0]
@@ -94,7 +99,7 @@ def t2v_request(args) -> T2VRequest:
                                embedded_guidance=args.guidance, true_cfg=args.cfg, flow_shift=args.shift))
 
 
-def render_t2v(models: Models, request: T2VRequest, args, device) -> torch.Tensor:
+def render_t2v(models: Models, request: T2VRequest, args, device) -> torch.Tensor | None:
     plan = plan_for(models, request.width, request.height, request.num_frames, device)
     with text_encoders_on_device(models.encoders, device):
         positive = encode_prompt(models.encoders, args.prompt, device)
@@ -113,7 +118,7 @@ def i2v_request(args) -> I2VRequest:
                                embedded_guidance=args.guidance, true_cfg=args.cfg))
 
 
-def render_i2v(models: Models, request: I2VRequest, args, device) -> torch.Tensor:
+def render_i2v(models: Models, request: I2VRequest, args, device) -> torch.Tensor | None:
     """As I2V Conditioning, I2V Sampler and Decode: the variant is the loaded transformer's; I2V v1's first 4 decoded
     frames are dropped, as the authors'."""
     variant = models.transformer.variant
@@ -136,7 +141,8 @@ def render_i2v(models: Models, request: I2VRequest, args, device) -> torch.Tenso
     what = f"{variant} {width}x{height}, {request.num_frames} frames, {request.steps} steps"
     latent = sample(models, plan, device, what,
                      lambda **run: generate_i2v(models.transformer, conditioning, request, **run))
-    return _decode(models, latent["samples"], plan, device)[latent.get(DROP_FRAMES_KEY, 0):]
+    frames = _decode(models, latent["samples"], plan, device)
+    return None if frames is None else frames[latent.get(DROP_FRAMES_KEY, 0):]
 
 
 # ----------------------------------------------------------------------------- HunyuanCustom
@@ -147,7 +153,7 @@ def custom_request(args) -> CustomRequest:
                                   ip_cfg_scale=args.ip_cfg_scale, cfg_batching=args.cfg_batching))
 
 
-def render_custom(models: Models, request: CustomRequest, args, device) -> torch.Tensor:
+def render_custom(models: Models, request: CustomRequest, args, device) -> torch.Tensor | None:
     """As Custom Ref2V Conditioning, Custom Sampler and Decode, with the authors' size, subject and negative prompt
     where the options leave them unset."""
     size = {"width": CUSTOM_DEFAULTS["width"], "height": CUSTOM_DEFAULTS["height"]}

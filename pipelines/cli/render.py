@@ -12,9 +12,10 @@ with a HunyuanVideo 13B model or a HunyuanVideo 1.5 one (the family read from th
     ... --sr-model hunyuanvideo1.5_1080p_sr_distilled_fp16.safetensors \
         --sr-upsampler hunyuanvideo15_latent_upsampler_1080p.safetensors          # 1.5: lift 720p to 1080p
     ... --lora style.safetensors:0.8 --lora-blocks double --lora fast.safetensors   # LoRAs of the model's family
+    torchrun --nproc_per_node 4 -m pipelines.render --diffusers /models/HunyuanVideo ...   # one video on 4 GPUs
 
-The jobs themselves are in `jobs` (13B) and `hv15_jobs` (1.5); this module checks, loads, runs the job and writes
-the video.
+The jobs themselves are in `jobs` (13B) and `hv15_jobs` (1.5), the ranks of a multi-GPU launch in `parallel_run`;
+this module checks, loads, runs the job and writes the video.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pathlib import Path
 from .job_options import OptionError, check_variant
 from .lora_options import choose_loras, read_loras
 from .options import DEFAULT_DTYPE, build_parser, check_options, is_demo
+from .parallel_options import add_parallel_options, check_cfg_parallel, check_parallel
+from .parallel_run import describe, rank_session, split_transformer
 
 DEMO_NOTICE = (
     "DEMO: no model was given, so this ran a tiny random-weight model of the HunyuanVideo architecture on the CPU.\n"
@@ -40,10 +43,19 @@ PROG = "python3 -m pipelines.render"
 def parse_args(argv=None):
     """The options, checked: a bad one exits with status 2 and one line, before any model loads."""
     parser = build_parser(PROG, __doc__.split("\n\n")[0])
+    add_parallel_options(parser)
     args = parser.parse_args(argv)
     check_options(parser, args)
     args.device = _check_device(parser, args.device)
+    check_parallel(parser, args, run_device(args), is_demo(args))
     return args
+
+
+def run_device(args):
+    """--device, else the GPU when there is one and a model to run, else the CPU (the demo's)."""
+    import torch
+
+    return args.device or torch.device("cuda" if torch.cuda.is_available() and not is_demo(args) else "cpu")
 
 
 def _check_device(parser, name: str | None):
@@ -105,29 +117,39 @@ def _real_models(args, dtype, checked=lambda transformer: transformer):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
-
-    from ..hunyuan_video_13b.transformer_loading import DTYPES
-    from ..memory.offload import MemoryOptions
-    from ..speed.options import SpeedOptions
-    demo, hv15 = is_demo(args), args.family == "hv15"
-    if hv15:
+    if args.family == "hv15":
         from .hv15_jobs import HV15_JOBS as JOBS
-        from .hv15_jobs import load_models15
     else:
         from .jobs import JOBS
-
-    device = args.device or torch.device("cuda" if torch.cuda.is_available() and not demo else "cpu")
     job = JOBS[args.job]
     request = job.request(args)
     request.validate()
+    check_cfg_parallel(args, getattr(request, "cfg", getattr(request, "true_cfg", 1.0)))
+    device = run_device(args)
+    with rank_session(args, device) as ranks:
+        return _render(args, job, request, device if ranks is None else ranks.device, ranks)
+
+
+def _render(args, job, request, device, ranks) -> int:
+    """Load, sample, and (on rank 0 of a launch, or as the only process) decode and write the video."""
+    from ..hunyuan_video_13b.transformer_loading import DTYPES
+    from ..memory.offload import MemoryOptions
+    from ..speed.options import SpeedOptions
+
+    demo = is_demo(args)
     started = time.perf_counter()
     dtype = DTYPES[args.dtype or DEFAULT_DTYPE]
-    loras = partial(_with_loras, args, read_loras(args))  # read before the models: a broken file stops it at once
+    checked = partial(_with_loras, args, read_loras(args))  # read before the models: a broken file stops it at once
+    if ranks is not None:
+        checked = partial(_split, args, ranks, checked)
     if demo:
-        models = _demo_models(args.model_variant, loras)
+        models = _demo_models(args.model_variant, checked)
+    elif args.family == "hv15":
+        from .hv15_jobs import load_models15
+
+        models = load_models15(args, dtype, checked)
     else:
-        models = load_models15(args, dtype, loras) if hv15 else _real_models(args, dtype, loras)
+        models = _real_models(args, dtype, checked)
 
     def configured(loaded):
         return dataclasses.replace(
@@ -139,17 +161,30 @@ def main(argv=None) -> int:
     loaded = f"{transformer.source} ({getattr(transformer.variant, 'name', transformer.variant)})"
     sr = getattr(models, "sr_transformer", None)
     if sr is not None:
+        sr = split_transformer(args, ranks, sr, cfg_parallel=False) if ranks is not None else sr  # CFG 1: one branch
         models.sr_transformer = configured(sr)
         loaded += f", {sr.source} ({sr.variant.name}) and {args.sr_upsampler} ({models.upsampler.kind} upsampler)"
     print(f"loaded {loaded} in {time.perf_counter() - started:.1f} s", flush=True)
+    if ranks is not None:
+        print(f"several GPUs: {describe(args, ranks)}", flush=True)
     if sr is not None and transformer.loras:
         print("the super-resolution stage runs without the LoRAs (they are for the base transformer)")
+    models.decodes = ranks is None or ranks.is_main
     frames = job.render(models, request, args, device)
+    if frames is None:  # a rank other than 0: its share is sampled, rank 0 writes the video
+        return 0
     path = _write_whole(frames, Path(args.output), args.fps)
-    print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}) in {time.perf_counter() - started:.1f} s")
+    ranks_text = f" on {ranks.world} ranks" if ranks is not None else ""
+    print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}) in "
+          f"{time.perf_counter() - started:.1f} s{ranks_text}")
     if demo:
         print(DEMO_NOTICE)
     return 0
+
+
+def _split(args, ranks, checked, transformer):
+    """The base transformer with its --lora choices, split over the ranks as soon as it is loaded."""
+    return split_transformer(args, ranks, checked(transformer), args.cfg_parallel)
 
 
 def _with_loras(args, loras: list, transformer):

@@ -10,6 +10,11 @@ that order; only the sequence assembly is ours.
 
 It also keeps the authors' step cache: the hidden state before the last single block, saved on a
 full step and reused on the steps their schedule names, where only the last block runs.
+
+Under sequence parallel (`pipelines/parallel/`, the model's `_hyvs_sequence_parallel`) the same loop runs
+through the rank's wrapper, which shards the streams at the first block that runs and gathers after
+`proj_out`: so the reference tokens are dropped after the output layers (they work token by token), and the
+step cache keeps the rank's shards.
 """
 
 from __future__ import annotations
@@ -75,7 +80,13 @@ class CustomTransformer:
     def config(self):
         return self.model.config
 
-    def __call__(
+    def __call__(self, *args, **kwargs):
+        parallel = getattr(self.model, "_hyvs_sequence_parallel", None)
+        if parallel is not None and parallel.active:
+            return parallel.run(self._call, *args, **kwargs)
+        return self._call(*args, **kwargs)
+
+    def _call(
         self,
         hidden_states: torch.Tensor,
         timestep: torch.Tensor,
@@ -120,7 +131,7 @@ class CustomTransformer:
                 cache.latent, cache.text = latent, text
         latent, _ = last(latent, text, temb, mask, freqs)
 
-        latent = m.proj_out(m.norm_out(latent[:, ref_tokens:], temb))
+        latent = m.proj_out(m.norm_out(latent, temb))[:, ref_tokens:]
         latent = latent.reshape(batch, *grid, -1, p_t, p, p).permute(0, 4, 1, 5, 2, 6, 3, 7)
         out = latent.flatten(6, 7).flatten(4, 5).flatten(2, 3)
         if not return_dict:

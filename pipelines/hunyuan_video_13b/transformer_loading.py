@@ -17,6 +17,7 @@ import torch
 
 from ..lora.apply import LoraChoice
 from ..memory.offload import TRANSFORMER_BLOCKS, MemoryOptions
+from ..parallel.choice import ParallelChoice
 from ..speed.options import SpeedOptions
 from ..weights import checkpoints
 from ..weights.checkpoint_kinds import guess_checkpoint_kind
@@ -61,6 +62,7 @@ class LoadedTransformer:
     weight_dtype: str = "auto"  # as the user asked; the planner may store in fp8 only when this is auto
     loras: tuple[LoraChoice, ...] = ()  # applied by the samplers for each run (LoRA nodes, --lora)
     preview: str = "first frame"  # the frames the nodes' live previews show (the Preview Options node)
+    parallel: ParallelChoice | None = None  # sampled on several GPUs when set (the Multi-GPU node)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -21,6 +21,7 @@ import torch
 from ..lora.apply import LoraChoice
 from ..memory.offload import MemoryOptions
 from ..memory.vram_planner import HV15_PROFILE, PlannerProfile
+from ..parallel.choice import ParallelChoice
 from ..speed.options import SpeedOptions
 from ..weights.checkpoint_kinds import guess_checkpoint_kind
 from ..weights.checkpoints import FP8_MARKER, CheckpointError
@@ -57,6 +58,7 @@ class LoadedTransformer15:
     notice: str = ""  # one line for the user (e.g. the sparse checkpoint runs dense)
     loras: tuple[LoraChoice, ...] = ()  # applied by the samplers for each run (LoRA nodes, --lora)
     preview: str = "first frame"  # the frames the nodes' live previews show (the Preview Options node)
+    parallel: ParallelChoice | None = None  # sampled on several GPUs when set (the Multi-GPU node)
 
     planner_profile: PlannerProfile = HV15_PROFILE
 

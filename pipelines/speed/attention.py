@@ -92,9 +92,20 @@ def _test_call(name: str, device: str, dtype: torch.dtype) -> str | None:
     return None
 
 
-def choose_backend(requested: str, device, dtype: torch.dtype = torch.bfloat16) -> AttentionChoice:
+def _splits_sequence(name: str) -> str | None:
+    """None when diffusers can run backend `name` context parallel (several GPUs), else why not."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    if _AttentionBackendRegistry._is_context_parallel_available(AttentionBackendName(name)):
+        return None
+    return f"{name} cannot run split over several GPUs in this diffusers"
+
+
+def choose_backend(requested: str, device, dtype: torch.dtype = torch.bfloat16,
+                   context_parallel: bool = False) -> AttentionChoice:
     """Probe `requested` on `device` for a model computing in `dtype`; a kernel that cannot run there
-    falls back to SDPA with a one-line notice."""
+    falls back to SDPA with a one-line notice. `context_parallel`: the model runs over several GPUs, so a
+    kernel diffusers cannot split (FlashAttention-3 in diffusers 0.42) is passed over."""
     if requested not in BACKENDS:
         raise ValueError(f"attention must be one of {', '.join(BACKENDS)}; got {requested!r}")
     if requested == "masked":
@@ -110,7 +121,8 @@ def choose_backend(requested: str, device, dtype: torch.dtype = torch.bfloat16) 
         elif dtype not in HALF_DTYPES:
             reason = f"{name} needs bf16 or fp16 weights, this model computes in {str(dtype).replace('torch.', '')}"
         else:
-            reason = _usable(name) or _test_call(name, str(device), dtype)
+            reason = ((_splits_sequence(name) if context_parallel else None) or _usable(name)
+                      or _test_call(name, str(device), dtype))
         if reason is None:
             return AttentionChoice(requested, name)
         reasons.append(reason)

@@ -44,7 +44,8 @@ class SpeedSession:
         self.steps = steps
         self.attention = self.cache = None
         self._lengths: dict[int, tuple[torch.Tensor, tuple[int, ...] | None]] = {}
-        choice = choose_backend(options.attention, device, model.dtype)
+        choice = choose_backend(options.attention, device, model.dtype,
+                                context_parallel=hasattr(model, "_hyvs_sequence_parallel"))
         self.notice = choice.notice
         self.attention_title = choice.title
         try:

@@ -14,6 +14,10 @@ Two families, both as diffusers hooks on the transformer blocks, so they work fo
 
 A threshold of 0 never skips, so both are exact at 0. HunyuanCustom's own fixed 30-step schedule
 is a switch of the Custom sampler (`custom_transformer.LastBlockCache`), not a preset here.
+
+Under sequence parallel each rank holds a shard of the tokens: the parallel wrapper installs a sum over
+its ranks (`set_statistics_reduce`), and both caches then measure the change over the whole sequence,
+so every rank takes the same skip. Without one, the decision is computed exactly as before.
 """
 
 from __future__ import annotations
@@ -43,6 +47,25 @@ TEACACHE_HUNYUAN_COEFFICIENTS = (7.33226126e02, -4.01131952e02, 6.75869174e01, -
 
 _TEACACHE_HEAD = "hyvs_teacache_head"
 _TEACACHE_BLOCK = "hyvs_teacache_block"
+_REDUCE = "_hyvs_cache_reduce"
+
+
+def set_statistics_reduce(model, reduce) -> None:
+    """`reduce(tensor)` sums a tensor over the ranks that share `model`'s sequence (None: one process)."""
+    if reduce is None:
+        model.__dict__.pop(_REDUCE, None)
+    else:
+        model.__dict__[_REDUCE] = reduce
+
+
+def relative_change(current: torch.Tensor, previous: torch.Tensor, reduce=None) -> float:
+    """Mean absolute change over the mean absolute previous value; with `reduce`, of the whole sequence (the
+    token counts cancel, so the sums of the shards suffice)."""
+    if reduce is None:
+        return ((current - previous).abs().mean() / previous.abs().mean()).item()  # the one sync a dynamic cache needs
+    dtype = torch.promote_types(current.dtype, torch.float32)
+    sums = reduce(torch.stack([(current - previous).abs().sum(dtype=dtype), previous.abs().sum(dtype=dtype)]))
+    return (sums[0] / sums[1]).item()
 
 
 def preset_threshold(preset: str, variant: str = "t2v") -> float:
@@ -86,10 +109,11 @@ def _teacache_classes():
     class TeaCacheHeadHook(ModelHook):
         _is_stateful = True
 
-        def __init__(self, state_manager, threshold: float):
+        def __init__(self, state_manager, threshold: float, model):
             super().__init__()
             self.state_manager = state_manager
             self.threshold = threshold
+            self.model = model
             self._metadata = None
 
         def initialize_hook(self, module):
@@ -116,8 +140,7 @@ def _teacache_classes():
             if state.previous_indicator is None or state.residual is None or edge:
                 state.accumulated = 0.0
                 return False
-            previous = state.previous_indicator
-            change = ((indicator - previous).abs().mean() / previous.abs().mean()).item()  # the one sync a dynamic cache needs
+            change = relative_change(indicator, state.previous_indicator, self.model.__dict__.get(_REDUCE))
             rescaled = sum(c * change ** (len(TEACACHE_HUNYUAN_COEFFICIENTS) - 1 - i) for i, c in enumerate(TEACACHE_HUNYUAN_COEFFICIENTS))
             state.accumulated += max(rescaled, 0.0)
             if state.accumulated < self.threshold:
@@ -171,10 +194,25 @@ def _apply_teacache(model, threshold: float):
 
     head_class, block_class, state_class = _teacache_classes()
     state_manager = StateManager(state_class)
-    head = head_class(state_manager, threshold)
+    head = head_class(state_manager, threshold, model)
     _install_head_and_blocks(model, head, lambda is_last: block_class(state_manager, is_tail=is_last), _TEACACHE_HEAD,
                              _TEACACHE_BLOCK)
     return head
+
+
+def _first_block_decision(head, model):
+    """diffusers' First Block Cache decision; on the whole sequence's change where a reduce is installed."""
+    own = head._should_compute_remaining_blocks
+
+    @torch.compiler.disable
+    def should_compute(residual: torch.Tensor) -> bool:
+        reduce = model.__dict__.get(_REDUCE)
+        previous = head.state_manager.get_state().head_block_residual
+        if reduce is None or previous is None:
+            return own(residual)
+        return relative_change(residual, previous, reduce) > head.threshold
+
+    return should_compute
 
 
 @dataclass
@@ -205,6 +243,7 @@ class StepCache:
 
             model.enable_cache(FirstBlockCacheConfig(threshold=self.threshold))
             self._head = HookRegistry.check_if_exists_or_initialize(_blocks(model)[0]).get_hook(_FBC_LEADER_BLOCK_HOOK)
+            self._head._should_compute_remaining_blocks = _first_block_decision(self._head, model)
         elif preset.startswith("teacache"):
             self._head = _apply_teacache(model, self.threshold)
         if self._head is not None:

@@ -1,21 +1,63 @@
-"""One rank of the Ulysses CPU tests: joins the gloo group, runs every scenario Ulysses-parallel, saves the
-latents (rank 0) and the errors the processor-order checks raise. Started by `test_ulysses_cpu.py`."""
+"""One rank of the Ulysses CPU tests: joins the gloo group, runs the named scenarios Ulysses-parallel and saves
+what they return (and, for `order_errors`, the errors the processor-order checks raise). `launch` starts the ranks
+(`python -m parallel.ulysses_worker OUT NAME...` from tests/, one process each, as torchrun would)."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import sys
 import traceback
+from pathlib import Path
 
 import torch
-import ulysses_scenarios as sc
+from parallel import ulysses_scenarios as sc
 
-torch.set_num_threads(1)
+TESTS = Path(__file__).resolve().parents[1]
+ORDER_ERRORS = "order_errors"
 
 
-def _parallel(model):
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(world: int, names: list[str], out: Path, timeout_s: float) -> list[dict]:
+    """Run scenarios `names` on `world` local ranks; each rank's {"results", "failures" (asserted empty), "splits"}."""
+    port = str(_free_port())
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=port, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+        procs.append(subprocess.Popen([sys.executable, "-m", "parallel.ulysses_worker", str(out), *names], cwd=TESTS,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = []
+    try:
+        for proc in procs:
+            logs.append(proc.communicate(timeout=timeout_s)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for rank, proc in enumerate(procs):
+        assert proc.returncode == 0, f"rank {rank} failed:\n{logs[rank][-4000:]}"
+    saved = [torch.load(f"{out}.rank{rank}") for rank in range(world)]
+    for rank, got in enumerate(saved):
+        assert not got["failures"], f"rank {rank}: " + "\n".join(got["failures"].values())
+    return saved
+
+
+def _parallel(model, splits: set):
+    """`model` (a LoadedTransformer or a bare model) made parallel; `splits` collects (tokens, this rank's) of the
+    video stream at each call's first block: equality alone would not show a sequence left whole (attention over
+    keys repeated N times gives the same result)."""
     from hunyuan_video_suite.pipelines.parallel.ulysses import parallelize
 
-    parallelize(getattr(model, "model", model))  # a LoadedTransformer or a bare model
+    parallel = parallelize(getattr(model, "model", model))
+    parallel.model.transformer_blocks[0].register_forward_hook(
+        lambda module, args, out: splits.add((parallel._split.total, out[0].shape[1])))
     return model
 
 
@@ -25,19 +67,19 @@ def _order_errors() -> dict[str, str]:
     from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
     from hunyuan_video_suite.pipelines.parallel.ranks import accelerator_count_fixed
     from hunyuan_video_suite.pipelines.parallel.ulysses import ProcessorOrderError, parallelize
+    from hunyuan_video_suite.pipelines.speed.attention import MaskFreeAttention
 
     errors = {}
     model = sc.model13()
+    config = ContextParallelConfig(ulysses_degree=torch.distributed.get_world_size(), ulysses_anything=True)
     with accelerator_count_fixed():
-        model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=2, ulysses_anything=True), cp_plan={})
+        model.enable_parallelism(config=config, cp_plan={})
     try:
         parallelize(model)
     except ProcessorOrderError as e:
         errors["enable_first"] = str(e)
-    model = _parallel(sc.model13())
+    model = _parallel(sc.model13(), set())
     model.transformer_blocks[0].attn.set_processor(HunyuanVideoAttnProcessor2_0())
-    from hunyuan_video_suite.pipelines.speed.attention import MaskFreeAttention
-
     try:
         with MaskFreeAttention.for_model(model).lengths((7,)):
             model(hidden_states=torch.zeros(1, 16, 2, 6, 8), timestep=torch.ones(1),
@@ -51,19 +93,21 @@ def _order_errors() -> dict[str, str]:
 def main(out: str, names: list[str]) -> None:
     from hunyuan_video_suite.pipelines.parallel.ranks import close_ranks, init_ranks
 
+    torch.set_num_threads(1)
     ranks = init_ranks()
-    results, failures = {}, {}
+    scenarios = {**sc.SCENARIOS, **sc.SCENARIOS_4}
+    results, failures, splits = {}, {}, {}
     for name in names:
-        build, run = sc.SCENARIOS[name]
         try:
-            results[name] = run(_parallel(build()))
+            if name == ORDER_ERRORS:
+                results[name] = _order_errors()
+            else:
+                build, run = scenarios[name]
+                splits[name] = set()
+                results[name] = run(_parallel(build(), splits[name]))
         except Exception:  # reported to the test, which fails with it
             failures[name] = traceback.format_exc()
-    try:
-        results["order_errors"] = _order_errors()
-    except Exception:
-        failures["order_errors"] = traceback.format_exc()
-    torch.save({"results": results, "failures": failures}, f"{out}.rank{ranks.rank}")
+    torch.save({"results": results, "failures": failures, "splits": splits}, f"{out}.rank{ranks.rank}")
     close_ranks()
 
 
