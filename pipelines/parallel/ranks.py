@@ -3,7 +3,7 @@
 Launch every rank with the same command (`torchrun --nproc_per_node N ...`, or any launcher setting
 RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT); `init_ranks()` joins the group. On GPUs the
 group is "cpu:gloo,cuda:nccl" (diffusers' Ulysses-anything exchanges its sizes over the CPU half, as its
-docs advise), on a CPU-only machine plain gloo, which is what the tests run.
+docs advise), on a CPU-only machine "cpu:gloo", which is what the tests run.
 
 diffusers 0.42 places a rank on `rank % torch.accelerator.device_count()`, which is 0 on a CPU-only
 torch (ZeroDivisionError; 0.40/0.41 used the device module's count, 1 on CPU). `accelerator_count_fixed`
@@ -43,7 +43,10 @@ def launched() -> bool:
 
 
 def default_backend(device_type: str) -> str:
-    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
+    """NCCL for GPU tensors, gloo for CPU ones. On a CPU-only run the CPU is still named: diffusers gathers the
+    Ulysses sizes on `torch.accelerator.current_accelerator()` unless the backend string says "cpu", and a CUDA
+    build of torch on a machine without a GPU reports CUDA there (seen in a CPU-only ComfyUI)."""
+    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "cpu:gloo"
 
 
 def init_ranks(device_type: str | None = None, backend: str | None = None) -> Ranks:
