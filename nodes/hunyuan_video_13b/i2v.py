@@ -159,12 +159,14 @@ class HYVSI2VSampler:
     def sample(self, transformer, conditioning, num_frames, steps, mode, flow_shift, embedded_guidance, cfg, seed,
                riflex="auto", unique_id=None):
         request = I2VRequest(num_frames=num_frames, steps=steps, mode=mode, flow_shift=flow_shift or None,
-                             embedded_guidance=embedded_guidance, true_cfg=cfg, seed=seed, riflex=riflex)
+                             embedded_guidance=embedded_guidance, true_cfg=cfg, seed=seed, riflex=riflex,
+                             cfg_batching=multigpu.own_cfg_batching(transformer))
         request.validate()
         check_pairing(transformer.variant, conditioning)
         progress = SamplingProgress(steps, unique_id, "hunyuan_video_13b", preview_mode(transformer))
         latent = multigpu.sample(transformer, progress, (conditioning.width, conditioning.height, num_frames, 1),
-                                 generate_i2v, conditioning, request, node_id=unique_id)
+                                 generate_i2v, conditioning, request, node_id=unique_id,
+                                 batched_cfg=request.true_cfg > 1 and request.cfg_batching == "batched")
         return ({**latent, "samples": latent["samples"].cpu()},)
 
 

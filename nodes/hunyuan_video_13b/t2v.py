@@ -83,11 +83,13 @@ class HYVST2VSampler:
         request = T2VRequest(
             width=width, height=height, num_frames=num_frames, steps=steps, embedded_guidance=embedded_guidance,
             true_cfg=cfg, flow_shift=flow_shift, seed=seed, riflex=riflex,
+            cfg_batching=multigpu.own_cfg_batching(transformer),
         )
         request.validate()
         progress = SamplingProgress(steps, unique_id, "hunyuan_video_13b", preview_mode(transformer))
         latents = multigpu.sample(transformer, progress, (width, height, num_frames, 1), generate_t2v, positive,
-                                  request, negative=negative, node_id=unique_id)
+                                  request, negative=negative, node_id=unique_id,
+                                  batched_cfg=request.true_cfg > 1 and request.cfg_batching == "batched")
         return ({"samples": latents.cpu()},)
 
 

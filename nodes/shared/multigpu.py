@@ -49,8 +49,8 @@ class HYVSMultiGPU:
                              "round) or unified (both). ring and unified need attention flash or sage in Speed "
                              "Options."}),
                 "cfg_parallel": ("BOOLEAN", {"default": False, "tooltip": "With CFG above 1: the two guidance "
-                                 "branches on two halves of the GPUs (needs an even gpus, and a sampler that batches "
-                                 "its branches: Custom, HV1.5; 13B T2V and I2V run them one at a time)."}),
+                                 "branches on two halves of the GPUs (needs an even gpus; the Custom and HV1.5 "
+                                 "samplers need cfg_batching auto or batched, 13B T2V and I2V batch them here)."}),
             }
         }
 
@@ -66,11 +66,22 @@ def local_gpus() -> tuple[str, int]:
     return ("cuda", torch.cuda.device_count()) if device.type == "cuda" else (device.type, 0)
 
 
+def cfg_parallel_on(transformer) -> bool:
+    """Whether the run goes to the workers with the two guidance branches on two halves of the GPUs."""
+    choice = getattr(transformer, "parallel", None)
+    return choice is not None and choice.active and choice.cfg_parallel
+
+
 def cfg_batching(transformer, asked: str) -> str:
     """'batched' where CFG parallel is on and the user left cfg_batching on auto (each half of the GPUs runs one
     branch of a batched call); `asked` otherwise."""
-    choice = getattr(transformer, "parallel", None)
-    return "batched" if asked == "auto" and choice is not None and choice.active and choice.cfg_parallel else asked
+    return "batched" if asked == "auto" and cfg_parallel_on(transformer) else asked
+
+
+def own_cfg_batching(transformer) -> str:
+    """cfg_batching for the samplers without that input (13B T2V and I2V): their branches one call at a time, as
+    always, but batched where CFG parallel splits them (each half of the GPUs then runs one branch)."""
+    return "batched" if cfg_parallel_on(transformer) else "sequential"
 
 
 def sample(transformer, progress, size, run, *args, node_id=None, modules=(), batched_cfg=False, **kwargs):

@@ -15,8 +15,7 @@ JOB_INPUTS = {"i2v": "image", "custom": "reference"}  # the option that asks for
 JOB_TITLES = {"t2v": "text-to-video", "i2v": "image-to-video", "custom": "HunyuanCustom"}
 JOB_VARIANTS = {"t2v": ("t2v",), "i2v": ("i2v_v1", "i2v_v2"), "custom": ("custom",)}
 DEMO_VARIANTS = {"t2v": "t2v", "i2v": "i2v_v2", "custom": "custom"}  # the tiny model each job runs with no model given
-JOB_OPTIONS = {"i2v": ("resolution", "mode", "image_interleave"),
-               "custom": ("subject", "ip_cfg_scale", "step_cache", "cfg_batching")}
+JOB_OPTIONS = {"i2v": ("resolution", "mode", "image_interleave"), "custom": ("subject", "ip_cfg_scale", "step_cache")}
 RESOLUTION_CHOICES = ("360p", "540p", "720p")  # = i2v.RESOLUTION_BASES (a test keeps them equal)
 MODE_CHOICES = ("stability", "dynamic")  # = i2v.MODES
 MAX_INTERLEAVE = 5  # = i2v.MAX_INTERLEAVE

@@ -62,7 +62,14 @@ def _given(args, **fields) -> dict:
 
 
 def _sampling(args) -> dict:
-    return {"num_frames": args.frames, "steps": args.steps, "seed": args.seed, "riflex": args.riflex or "auto"}
+    return {"num_frames": args.frames, "steps": args.steps, "seed": args.seed, "riflex": args.riflex or "auto",
+            "cfg_batching": args.cfg_batching}
+
+
+def _cfg_calls(request, args) -> int:
+    """The rows of one 13B T2V or I2V model call the memory plan is made for: 2 where this process runs both CFG
+    branches batched (--cfg-batching batched; under --cfg-parallel each half of the ranks runs one of them)."""
+    return 2 if request.true_cfg > 1 and request.cfg_batching == "batched" and not args.cfg_parallel else 1
 
 
 def plan_for(models, width: int, height: int, frames: int, device, batch: int = 1):
@@ -100,7 +107,7 @@ def t2v_request(args) -> T2VRequest:
 
 
 def render_t2v(models: Models, request: T2VRequest, args, device) -> torch.Tensor | None:
-    plan = plan_for(models, request.width, request.height, request.num_frames, device)
+    plan = plan_for(models, request.width, request.height, request.num_frames, device, _cfg_calls(request, args))
     with text_encoders_on_device(models.encoders, device):
         positive = encode_prompt(models.encoders, args.prompt, device)
         negative_prompt = args.negative_prompt.strip() or T2V_NEGATIVE_PROMPT  # the authors' default, as theirs
@@ -126,7 +133,7 @@ def render_i2v(models: Models, request: I2VRequest, args, device) -> torch.Tenso
     size = _given(args, width=args.width, height=args.height)  # both or neither (checked)
     resolution = args.resolution or ("custom" if size else "720p")
     width, height = choose_size(image, resolution, size.get("width", 0), size.get("height", 0))
-    plan = plan_for(models, width, height, request.num_frames, device)
+    plan = plan_for(models, width, height, request.num_frames, device, _cfg_calls(request, args))
     interleave = args.image_interleave or DEFAULT_INTERLEAVE[variant]
     picture = f"image {image.shape[2]}x{image.shape[1]}"
     say(f"{resolution} size {width}x{height} ({picture}), 1 in {interleave} image tokens")
@@ -150,7 +157,7 @@ def render_i2v(models: Models, request: I2VRequest, args, device) -> torch.Tenso
 def custom_request(args) -> CustomRequest:
     step_cache = None if args.step_cache is None else args.step_cache == "on"
     return CustomRequest(**_given(args, **_sampling(args), cfg=args.cfg, flow_shift=args.shift, step_cache=step_cache,
-                                  ip_cfg_scale=args.ip_cfg_scale, cfg_batching=args.cfg_batching))
+                                  ip_cfg_scale=args.ip_cfg_scale))
 
 
 def render_custom(models: Models, request: CustomRequest, args, device) -> torch.Tensor | None:

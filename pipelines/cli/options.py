@@ -65,11 +65,17 @@ EXPECTED_KINDS = {
 }
 
 
+def reports_misuse() -> bool:
+    """Whether this process prints a refused option: one process, or rank 0 of a `torchrun` launch (every rank runs
+    the same checks and exits 2; one line is enough)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 class OptionParser(argparse.ArgumentParser):
     """argparse that reports a bad option in one line (no usage block) with status 2."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n" if reports_misuse() else None)
 
 
 def _aspect(text: str) -> str:
@@ -185,9 +191,9 @@ def build_parser(prog: str, description: str) -> OptionParser:
                        "value down to 1 over the steps; needs --cfg above 1 (default: 0, off)")
     image.add_argument("--step-cache", choices=("on", "off"), help=f"HunyuanCustom: the authors' cache at exactly "
                        f"{custom['steps']} steps, on 8 of them only the last block runs (default: on)")
-    image.add_argument("--cfg-batching", choices=CFG_BATCHING_CHOICES, help="HunyuanCustom and HunyuanVideo 1.5: the "
-                       "guidance passes as one batch, faster and more memory; auto: batched when the GPU has room "
-                       "(default: auto)")
+    image.add_argument("--cfg-batching", choices=CFG_BATCHING_CHOICES, help="the guidance passes as one batch, faster "
+                       "and more memory; auto: batched when the GPU has room for HunyuanCustom and HunyuanVideo 1.5, "
+                       "one at a time for 13B T2V and I2V (default: auto; sequential for 13B T2V and I2V)")
 
     add_sr_options(p, _number)
     add_lora_options(p)

@@ -24,9 +24,6 @@ LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")  # = ran
 HEADS = {"13b": 24, "hv15": 16}
 DEMO_HEADS = 2
 LAUNCH = "torchrun --nproc_per_node N -m pipelines.render ..."
-# The jobs whose sampler runs the CFG branches of a step as one batched call, which --cfg-parallel splits; 13B
-# text- and image-to-video run them one call at a time.
-CFG_BATCHED = {"13b": ("custom",), "hv15": ("t2v", "i2v")}
 
 
 def add_parallel_options(parser: argparse.ArgumentParser) -> None:
@@ -75,15 +72,11 @@ def check_parallel(parser, args: argparse.Namespace, device, demo: bool) -> None
 
 
 def _check_cfg_parallel(parser, args, world: int) -> None:
-    """The two CFG branches on two halves of the ranks: an even count, a job that batches its branches (batched
-    here: each half runs one branch, so the memory is one branch's)."""
+    """The two CFG branches on two halves of the ranks: an even count, and the job's branches batched in one call
+    (every job's sampler can; batched here: each half runs one branch, so the memory is one branch's)."""
     if world % 2:
         parser.error(f"--cfg-parallel puts the two CFG branches on two halves of the ranks: {world} ranks do not "
                      "halve, launch an even number")
-    if args.job not in CFG_BATCHED[args.family]:
-        parser.error("--cfg-parallel splits the CFG branches of one batched model call, and HunyuanVideo 13B "
-                     "text-to-video and image-to-video run them one call at a time (HunyuanCustom and HunyuanVideo "
-                     "1.5 batch them): leave --cfg-parallel out")
     if args.cfg_batching == "sequential":
         parser.error("--cfg-parallel splits the CFG branches of one batched model call: --cfg-batching sequential "
                      "runs them one call at a time; leave --cfg-batching out")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .job_options import OptionError, check_variant
 from .lora_options import choose_loras, read_loras
-from .options import DEFAULT_DTYPE, build_parser, check_options, is_demo
+from .options import DEFAULT_DTYPE, build_parser, check_options, is_demo, reports_misuse
 from .parallel_options import add_parallel_options, check_cfg_parallel, check_parallel
 from .parallel_run import describe, rank_session, split_transformer
 
@@ -221,7 +221,8 @@ def run(argv=None) -> int:
         print(f"{PROG}: interrupted; no video written", file=sys.stderr)
         return 130
     except OptionError as e:  # found once loaded: a pickled transformer not the job's model, a LoRA that fits nothing
-        print(f"{PROG}: error: {e} (see --help)", file=sys.stderr)
+        if reports_misuse():
+            print(f"{PROG}: error: {e} (see --help)", file=sys.stderr)
         return 2
     except ValueError as e:  # CheckpointError included: a file that passed the header check but does not load
         print(f"{PROG}: error: {e}", file=sys.stderr)

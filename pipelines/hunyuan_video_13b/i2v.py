@@ -32,7 +32,15 @@ from .image_prompt import I2V_NEGATIVE_PROMPT, encode_i2v_prompt, require_vision
 from .lora_keys import FAMILY
 from .prompt_encoding import TextEmbeds
 from .rope import check_riflex, riflex_rope
-from .t2v import SIZE_MULTIPLE, VAE_SPATIAL, VAE_TEMPORAL, check_sampling
+from .t2v import (
+    SIZE_MULTIPLE,
+    VAE_SPATIAL,
+    VAE_TEMPORAL,
+    branches_batched,
+    check_cfg_batching,
+    check_sampling,
+    same_length,
+)
 from .transformer_loading import VARIANT_TITLES
 from .vae_loading import vae_constants
 
@@ -208,11 +216,13 @@ class I2VRequest:
     true_cfg: float = 1.0
     seed: int = 0
     riflex: str = "auto"  # see rope.RIFLEX_CHOICES
+    cfg_batching: str = "sequential"  # see t2v.branches_batched
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad input and what is allowed."""
         check_sampling(self.num_frames, self.steps, self.true_cfg, self.seed)
         check_riflex(self.riflex)
+        check_cfg_batching(self.cfg_batching)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.flow_shift is not None and self.flow_shift <= 0:
@@ -268,16 +278,20 @@ def generate_i2v(transformer, conditioning: I2VConditioning, request: I2VRequest
     if request.mode == "stability":
         latents = latents * STABILITY_NOISE + image_latent * (1.0 - STABILITY_NOISE)
     hook = ConcatConditioning(image_latent, latent_frames) if variant == "i2v_v1" else TokenReplaceConditioning(image_latent)
+    positive, negative = conditioning.positive, conditioning.negative
+    batched = branches_batched(request.cfg_batching, request.true_cfg > 1.0)
+    if batched:
+        positive, negative = same_length(positive, negative)
     settings = SamplingSettings(
         steps=request.steps,
         flow_shift=request.shift,
         embedded_guidance=request.embedded_guidance if model.config.guidance_embeds else None,
         true_cfg=request.true_cfg,
+        batch_branches=batched,
     )
     loras = loras_for_run(transformer, FAMILY)
     with riflex_rope(model, request.num_frames, request.riflex), open_speed(transformer, request.steps, device) as speed:
-        latents = denoise(model, latents, conditioning.positive, conditioning.negative, settings, on_step, hook, speed,
-                          on_preview)
+        latents = denoise(model, latents, positive, negative, settings, on_step, hook, speed, on_preview)
     if on_info is not None:
         on_info(with_lora_summary(speed.summary(), loras))
     result = {"samples": latents / vae_constants()["scaling_factor"]}

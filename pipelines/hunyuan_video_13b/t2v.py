@@ -23,6 +23,7 @@ VAE_TEMPORAL = 4
 VAE_SPATIAL = 8
 SIZE_MULTIPLE = 16
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+CFG_BATCHING = ("auto", "batched", "sequential")  # = custom.CFG_BATCHING (a test keeps them equal)
 
 
 def check_sampling(num_frames: int, steps: int, cfg: float, seed: int) -> None:
@@ -37,6 +38,34 @@ def check_sampling(num_frames: int, steps: int, cfg: float, seed: int) -> None:
         raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
 
 
+def check_cfg_batching(value: str) -> None:
+    if value not in CFG_BATCHING:
+        raise ValueError(f"cfg_batching must be one of {', '.join(CFG_BATCHING)}; got {value!r}")
+
+
+def branches_batched(cfg_batching: str, use_cfg: bool) -> bool:
+    """Whether the two CFG branches run as one model call (what cfg_parallel splits over two halves of the GPUs):
+    "batched" does, "sequential" (the default: half the activation memory) and "auto" run one call per branch
+    (HunyuanCustom's memory rule for "auto", custom.branches_fit_together, is in a module that imports this one)."""
+    return use_cfg and cfg_batching == "batched"
+
+
+def same_length(positive: TextEmbeds, negative: TextEmbeds) -> tuple[TextEmbeds, TextEmbeds]:
+    """Both prompts at the longer one's token count, so batched branches stack into one call: the shorter is padded
+    with zero tokens its mask leaves out, which neither attention path reads (mask-free attention reads each row's
+    valid count, a prefix; the masked path and the token refiner the mask itself)."""
+    length = max(positive.seq_len, negative.seq_len)
+    return _padded(positive, length), _padded(negative, length)
+
+
+def _padded(embeds: TextEmbeds, length: int) -> TextEmbeds:
+    missing = length - embeds.seq_len
+    if not missing:
+        return embeds
+    return TextEmbeds(torch.nn.functional.pad(embeds.prompt_embeds, (0, 0, 0, missing)),
+                      torch.nn.functional.pad(embeds.attention_mask, (0, missing)), embeds.pooled)
+
+
 @dataclass
 class T2VRequest:
     width: int = 960
@@ -49,6 +78,7 @@ class T2VRequest:
     seed: int = 0
     batch_size: int = 1
     riflex: str = "auto"  # see rope.RIFLEX_CHOICES
+    cfg_batching: str = "sequential"  # see `branches_batched`
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad input and what is allowed."""
@@ -64,6 +94,7 @@ class T2VRequest:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         check_riflex(self.riflex)
+        check_cfg_batching(self.cfg_batching)
 
     def latent_shape(self, channels: int) -> tuple[int, ...]:
         return (
@@ -102,14 +133,18 @@ def generate_t2v(
         raise ValueError(f"transformer is an image-to-video model ({variant}); text-to-video needs a t2v transformer")
     model = transformer.model if hasattr(transformer, "model") else transformer
     has_guidance = model.config.guidance_embeds
+    positive = _repeat(positive, request.batch_size)
+    negative = _repeat(negative, request.batch_size) if negative is not None else None
+    batched = branches_batched(request.cfg_batching, request.true_cfg > 1.0)
+    if batched:
+        positive, negative = same_length(positive, negative)
     settings = SamplingSettings(
         steps=request.steps,
         flow_shift=request.flow_shift,
         embedded_guidance=request.embedded_guidance if has_guidance else None,
         true_cfg=request.true_cfg,
+        batch_branches=batched,
     )
-    positive = _repeat(positive, request.batch_size)
-    negative = _repeat(negative, request.batch_size) if negative is not None else None
     noise = initial_noise(request.latent_shape(model.config.in_channels), request.seed).to(device)
     loras = loras_for_run(transformer, FAMILY)
     with riflex_rope(model, request.num_frames, request.riflex), open_speed(transformer, request.steps, device) as speed:

@@ -77,8 +77,7 @@ def check_run(choice: ParallelChoice, transformer, available: int, device, batch
     if choice.cfg_parallel and not batched_cfg:
         raise ValueError("cfg_parallel splits the two guidance branches of one batched model call, and this run has "
                          "none: CFG is off (1, or a distilled model), or the sampler runs its branches one call at a "
-                         "time (13B T2V and I2V always; set cfg_batching to batched or auto elsewhere). Turn "
-                         "cfg_parallel off")
+                         "time (set cfg_batching to batched or auto). Turn cfg_parallel off")
     model = transformer.model
     heads = model.config.num_attention_heads
     plan = plan_mesh(choice.gpus, heads, choice.mode, choice.cfg_parallel)

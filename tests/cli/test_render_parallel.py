@@ -5,6 +5,7 @@ group is joined or a weight loads; under a launcher of one rank nothing changes.
 One launch for the whole file (two processes importing torch and diffusers are most of its cost); the refusals run
 in this process with the launcher's variables set."""
 
+import contextlib
 import inspect
 import os
 import subprocess
@@ -118,7 +119,7 @@ def test_rank_0_alone_writes_and_reports(launched):
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # one file, no temporary left
     assert streams[(1, "stdout")] == "" and streams[(1, "stderr")] == ""
     said = streams[(0, "stdout")]
-    assert "several GPUs: ulysses over 2 ranks (cpu, gloo); rank 0 writes the video" in said
+    assert "several GPUs: ulysses over 2 ranks (cpu, cpu:gloo); rank 0 writes the video" in said
     assert "step 2/2" in said and f"wrote {out} (5 frames, 64x64) in" in said and "on 2 ranks" in said
 
 
@@ -151,8 +152,9 @@ def picture(tmp_path):
     (2, ["--attention", "masked"], "--attention masked runs diffusers' padded path, which cannot be split over ranks"),
     (2, ["--compile"], "--compile: torch.compile cannot trace diffusers' sequence-parallel exchange"),
     (2, ["--parallel", "ring"], "--parallel ring needs a GPU attention kernel that returns softmax statistics"),
-    (2, ["--cfg-parallel", "--cfg", "4"], "HunyuanVideo 13B text-to-video and image-to-video run them one call at a "
-                                          "time"),
+    (2, ["--cfg-parallel", "--cfg-batching", "sequential"], "--cfg-batching sequential runs them one call at a time"),
+    (2, ["--cfg-parallel", "--image", "PICTURE"], "--cfg-parallel splits the two CFG branches, but CFG is off (scale "
+                                                  "1) for this job"),
     (3, ["--cfg-parallel", "--reference", "PICTURE"], "--cfg-parallel puts the two CFG branches on two halves of the "
                                                       "ranks: 3 ranks do not halve"),
     (2, ["--cfg-parallel", "--reference", "PICTURE", "--cfg-batching", "sequential"],
@@ -165,6 +167,34 @@ def test_misuse_is_refused_before_joining_or_loading(world, argv, expected, caps
     env = None if world is None else LAUNCH | {"WORLD_SIZE": str(world)}
     argv = [str(picture) if a == "PICTURE" else a for a in argv]
     assert expected in _refused(capsys, [*argv, "--output", str(tmp_path / "x.mp4")], env, monkeypatch)
+
+
+@pytest.mark.parametrize("argv", [["--parallel", "ring"], ["--cfg-parallel", "--cfg-batching", "sequential"]])
+def test_only_rank_0_says_why(argv, capsys, monkeypatch, never_joins, tmp_path):
+    """Every rank refuses the same way; rank 0 says it, the others exit 2 without a word."""
+    for name, value in (LAUNCH | {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}).items():
+        monkeypatch.setenv(name, value)
+    try:
+        code = run([*argv, "--output", str(tmp_path / "x.mp4")])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("extra, request_type", [([], "T2VRequest"), (["--image", "PICTURE"], "I2VRequest"),
+                                                   (["--reference", "PICTURE"], "CustomRequest")])
+def test_cfg_parallel_batches_the_cfg_branches_of_every_13b_job(extra, request_type, monkeypatch, picture, tmp_path):
+    """Each half of the ranks runs one branch of the job's batched call: 13B T2V and I2V, one call at a time by
+    default, batch them as HunyuanCustom does."""
+    rendered = []
+    monkeypatch.setattr(render_command, "rank_session", lambda args, device: contextlib.nullcontext())
+    monkeypatch.setattr(render_command, "_render", lambda args, job, request, *rest: rendered.append(request) or 0)
+    for name, value in (LAUNCH | {"WORLD_SIZE": "2"}).items():
+        monkeypatch.setenv(name, value)
+    argv = [str(picture) if a == "PICTURE" else a for a in extra]
+    assert run([*argv, "--cfg-parallel", "--cfg", "4", "--output", str(tmp_path / "x.mp4")]) == 0
+    assert [(type(r).__name__, r.cfg_batching) for r in rendered] == [(request_type, "batched")]
 
 
 @pytest.mark.parametrize("device, nccl, gpus, extra, expected", [

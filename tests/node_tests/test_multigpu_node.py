@@ -64,7 +64,7 @@ def test_more_gpus_than_comfyui_sees_are_refused_before_any_worker_starts(transf
 def test_what_the_workers_could_not_run_is_refused_first(transformer, no_workers, monkeypatch):
     monkeypatch.setattr(multigpu, "local_gpus", lambda: ("cpu", 8))
     with pytest.raises(ValueError, match="cfg_parallel splits the two guidance branches of one batched model call"):
-        _t2v(_on(transformer, cfg_parallel=True), cfg=3.0, negative=_positive())  # 13B T2V runs them one at a time
+        _t2v(_on(transformer, cfg_parallel=True))  # CFG off: one branch
     with pytest.raises(ValueError, match="needs an attention kernel that returns its softmax statistics"):
         _t2v(_on(transformer, parallel="ring"))  # no such kernel on a CPU
     masked = _node("HYVS_SpeedOptions")(transformer, "masked", "off", 0.0, False)[0]
@@ -72,6 +72,25 @@ def test_what_the_workers_could_not_run_is_refused_first(transformer, no_workers
         _t2v(_on(masked))
     with pytest.raises(ValueError, match="3 GPUs do not halve"):
         _on(transformer, gpus=3, cfg_parallel=True)
+
+
+def test_cfg_parallel_batches_the_t2v_branches(transformer, monkeypatch):
+    """The T2V sampler has no cfg_batching input: one call per branch, as always, but one batched call for the two
+    halves of the GPUs to split under cfg_parallel."""
+    jobs = []
+
+    class Pool:
+        spec = None
+
+        def run(self, job, hooks, keep):
+            jobs.append(job)
+            return torch.zeros(1)
+
+    monkeypatch.setattr(multigpu, "local_gpus", lambda: ("cpu", 2))
+    monkeypatch.setattr(pool_module, "pool_for", lambda *args: Pool())
+    _t2v(_on(transformer, cfg_parallel=True), cfg=3.0, negative=_positive())
+    _t2v(_on(transformer), cfg=3.0, negative=_positive())
+    assert [job.args[1].cfg_batching for job in jobs] == ["batched", "sequential"]
 
 
 def test_the_hv15_twin_takes_the_hv15_transformer():

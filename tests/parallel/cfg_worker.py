@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import sys
 import traceback
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests folder: `parallel` as a package
-
-from parallel import cfg_scenarios as cs  # noqa: E402
-from parallel import ulysses_scenarios as sc  # noqa: E402
+from parallel import cfg_scenarios as cs
+from parallel import ulysses_scenarios as sc
 
 torch.set_num_threads(1)
 
@@ -46,7 +42,7 @@ def main(out: str, names: list[str]) -> None:
     ranks = init_ranks()
     results, seen, failures = {}, {}, {}
     for name in names:
-        build, run = cs.SCENARIOS[name]
+        build, run, _ = cs.SCENARIOS[name]
         seen[name] = []
         try:
             results[name] = run(_parallel(build(), seen[name]))

@@ -1,66 +1,32 @@
 """CFG parallel on CPU processes (gloo) equals the single-process run: 4 ranks as cfg 2 x ulysses 2 and 2 ranks as
-cfg 2 x ulysses 1, on 13B T2V with real CFG and a negative prompt of another length, 1.5 T2V with cfg 3, batches
-of 2 and 3 videos; each half runs only its rows. The plans refused before anything is touched: a call of one row,
-an odd number of ranks, ring and unified attention without a kernel returning the softmax statistics (the CPU,
-SDPA). Ring and unified numerics need GPUs (no CPU kernel returns those statistics) and are not run here.
+cfg 2 x ulysses 1, on 13B T2V and I2V v2 with real CFG and a negative prompt of another length (batched there, one
+call at a time in the single process), 1.5 T2V with cfg 3, batches of 2 and 3 videos; each half runs only its rows.
+The plans refused before anything is touched: a call of one row, an odd number of ranks, ring and unified attention
+without a kernel returning the softmax statistics (the CPU, SDPA). Ring and unified numerics need GPUs (no CPU kernel
+returns those statistics) and are not run here.
 
 One launch per world size runs every scenario (importing torch and diffusers per rank costs more than sampling)."""
 
-import os
 import re
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from parallel import cfg_scenarios as cs
 from parallel import ulysses_scenarios as sc
+from parallel.launch import launch
 
-HERE = Path(__file__).resolve().parent
 TIMEOUT_S = 240
 VIDEO_TOKENS_13B = 24  # 64x48, 5 frames: 2 x 6 x 8 latent, 2x2 patches
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch(world: int, names, out: Path) -> list[dict]:
-    port = str(_free_port())
-    procs = []
-    for rank in range(world):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=port, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-        procs.append(subprocess.Popen([sys.executable, str(HERE / "cfg_worker.py"), str(out), *names], cwd=HERE,
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=TIMEOUT_S)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for rank, proc in enumerate(procs):
-        assert proc.returncode == 0, f"rank {rank} of {world} failed:\n{logs[rank][-4000:]}"
-    saved = [torch.load(f"{out}.rank{rank}") for rank in range(world)]
-    for rank, got in enumerate(saved):
-        assert not got["failures"], f"rank {rank} of {world}: " + "\n".join(got["failures"].values())
-    return saved
-
-
 @pytest.fixture(scope="module")
 def four_ranks(tmp_path_factory):
-    return _launch(4, cs.FOUR_RANKS, tmp_path_factory.mktemp("cfg4") / "latents")
+    return launch(4, "parallel.cfg_worker", list(cs.FOUR_RANKS), tmp_path_factory.mktemp("cfg4") / "latents", TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    return _launch(2, cs.TWO_RANKS, tmp_path_factory.mktemp("cfg2") / "latents")
+    return launch(2, "parallel.cfg_worker", list(cs.TWO_RANKS), tmp_path_factory.mktemp("cfg2") / "latents", TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +35,7 @@ def single():
 
     def run(name):
         if name not in known:
-            build, sample = cs.SCENARIOS[name]
+            build, _, sample = cs.SCENARIOS[name]
             known[name] = sample(build())
         return known[name]
 
@@ -91,7 +57,8 @@ def test_cfg_2_x_ulysses_1_equals_one_process(two_ranks, single, name):
 def test_each_half_runs_its_own_rows(four_ranks, two_ranks):
     for ranks, tokens in ((four_ranks, VIDEO_TOKENS_13B // 2), (two_ranks, VIDEO_TOKENS_13B)):
         for got in ranks:  # one branch per rank and call, its video tokens shared by the half's ranks
-            assert set(got["seen"]["t2v13_cfg"]) == {(1, tokens)}
+            assert set(got["seen"]["t2v13_cfg"]) == set(got["seen"]["i2v_v2_cfg"]) == {(1, tokens)}
+            assert len(got["seen"]["t2v13_cfg"]) == len(got["seen"]["i2v_v2_cfg"]) == 3  # one call a step
     # three rows: the first half takes two, the second one
     assert [set(got["seen"]["t2v13_batch3"]) for got in four_ranks] == [{(2, 12)}, {(2, 12)}, {(1, 12)}, {(1, 12)}]
     for ranks in (four_ranks, two_ranks):  # HunyuanCustom's loop: positive and negative on one half, image on the other

@@ -5,7 +5,8 @@ at one thread each."""
 
 import pytest
 from parallel import ulysses_scenarios as sc
-from parallel.ulysses_worker import launch
+from parallel.launch import launch
+from parallel.ulysses_worker import WORKER
 
 WORLD = 4
 TIMEOUT_S = 300
@@ -13,7 +14,7 @@ TIMEOUT_S = 300
 
 @pytest.fixture(scope="module")
 def ranks_output(tmp_path_factory):
-    return launch(WORLD, list(sc.SCENARIOS_4), tmp_path_factory.mktemp("ulysses4") / "latents", TIMEOUT_S)
+    return launch(WORLD, WORKER, list(sc.SCENARIOS_4), tmp_path_factory.mktemp("ulysses4") / "latents", TIMEOUT_S)
 
 
 @pytest.mark.parametrize("name", list(sc.SCENARIOS_4))

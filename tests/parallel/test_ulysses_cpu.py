@@ -9,7 +9,8 @@ sampling), so the first test pays for the launch and the others read its results
 import pytest
 import torch
 from parallel import ulysses_scenarios as sc
-from parallel.ulysses_worker import ORDER_ERRORS, launch
+from parallel.launch import launch
+from parallel.ulysses_worker import ORDER_ERRORS, WORKER
 
 WORLD = 2
 TIMEOUT_S = 300
@@ -18,7 +19,8 @@ CACHED = [name for name in sc.SCENARIOS if "teacache" in name or "first_block" i
 
 @pytest.fixture(scope="module")
 def ranks_output(tmp_path_factory):
-    return launch(WORLD, [*sc.SCENARIOS, ORDER_ERRORS], tmp_path_factory.mktemp("ulysses") / "latents", TIMEOUT_S)
+    out = tmp_path_factory.mktemp("ulysses") / "latents"
+    return launch(WORLD, WORKER, [*sc.SCENARIOS, ORDER_ERRORS], out, TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

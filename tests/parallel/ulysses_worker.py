@@ -1,52 +1,17 @@
 """One rank of the Ulysses CPU tests: joins the gloo group, runs the named scenarios Ulysses-parallel and saves
-what they return (and, for `order_errors`, the errors the processor-order checks raise). `launch` starts the ranks
-(`python -m parallel.ulysses_worker OUT NAME...` from tests/, one process each, as torchrun would)."""
+what they return (and, for `order_errors`, the errors the processor-order checks raise). Started by
+`launch.launch(world, WORKER, ...)`: `python -m parallel.ulysses_worker OUT NAME...` from tests/, a process a rank."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 import traceback
-from pathlib import Path
 
 import torch
 from parallel import ulysses_scenarios as sc
 
-TESTS = Path(__file__).resolve().parents[1]
 ORDER_ERRORS = "order_errors"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(world: int, names: list[str], out: Path, timeout_s: float) -> list[dict]:
-    """Run scenarios `names` on `world` local ranks; each rank's {"results", "failures" (asserted empty), "splits"}."""
-    port = str(_free_port())
-    procs = []
-    for rank in range(world):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=port, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-        procs.append(subprocess.Popen([sys.executable, "-m", "parallel.ulysses_worker", str(out), *names], cwd=TESTS,
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=timeout_s)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for rank, proc in enumerate(procs):
-        assert proc.returncode == 0, f"rank {rank} failed:\n{logs[rank][-4000:]}"
-    saved = [torch.load(f"{out}.rank{rank}") for rank in range(world)]
-    for rank, got in enumerate(saved):
-        assert not got["failures"], f"rank {rank}: " + "\n".join(got["failures"].values())
-    return saved
+WORKER = "parallel.ulysses_worker"
 
 
 def _parallel(model, splits: set):
