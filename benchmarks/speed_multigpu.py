@@ -24,8 +24,8 @@ the table says so, and "max |diff|" is then not shown). Each parallel row builds
 (diffusers' `enable_parallelism` can be neither undone nor repeated) and calls
 `pipelines.parallel.ulysses.parallelize(model, attention=, device=, mode=, cfg_parallel=)`. A setup that cannot
 run is printed with the reason: ring and unified on a kernel without softmax statistics (SDPA; they need flash
-or sage), unified where the ranks have no ring x Ulysses split, CFG parallel at CFG 1 or on 13B T2V (its sampler
-runs the branches one call at a time: use --family hv15, CFG 6, batched). "max |diff|" is the row's final latent
+or sage), unified where the ranks have no ring x Ulysses split, CFG parallel at CFG 1 (13B T2V is guidance-distilled:
+--cfg 6 adds true CFG, its branches batched as CFG parallel splits them; or --family hv15, CFG 6). "max |diff|" is the row's final latent
 against the one-GPU one: bf16 sums in another order on N ranks, so it shows the same video is computed, not bit
 equality. Without CUDA (and without --tiny) it says so and exits.
 """
@@ -77,9 +77,7 @@ TINY15 = {**speed_gpu_hv15.SMOKE, "num_attention_heads": 4}
 
 class T2V13:
     """13B T2V with embedded guidance 6 and a 40-token prompt padded to 256; --cfg above 1 adds true CFG with a
-    20-token negative prompt. Its sampler runs the CFG branches one call at a time: no CFG parallel."""
-
-    cfg_batched = False
+    20-token negative prompt, both branches in one batched call (what CFG parallel splits)."""
 
     def __init__(self, args, device, dtype, size):
         self.device, self.dtype, self.cfg = device, dtype, args.cfg or 1.0
@@ -102,7 +100,7 @@ class T2V13:
         SpeedOptions = _import("speed.options").SpeedOptions
         width, height, frames = size
         request = t2v.T2VRequest(width=width, height=height, num_frames=frames, steps=steps, seed=0,
-                                 true_cfg=self.cfg)
+                                 true_cfg=self.cfg, cfg_batching="batched" if self.cfg > 1 else "sequential")
         transformer = LoadedTransformer(model, "t2v", "bench", SpeedOptions(**options))
         negative = self.negative if self.cfg > 1 else None
         return t2v.generate_t2v(transformer, self.positive, request, negative, device=self.device, on_step=on_step)
@@ -111,8 +109,6 @@ class T2V13:
 class T2V15:
     """HunyuanVideo 1.5 T2V with the variant's recipe (CFG 6, both branches in one call, as the authors run
     them) and the real padded context (Qwen 1000 x 3584 with 100 valid tokens, negative 20; byT5; SigLIP)."""
-
-    cfg_batched = True
 
     def __init__(self, args, device, dtype, size):
         self.device, self.dtype = device, dtype
@@ -251,9 +247,6 @@ def not_run(work, world: int, mode: str | None, cfg_parallel: bool) -> str:
     """Why a parallel setup cannot run with this launch and workload, before any model is built ("" if it can)."""
     if cfg_parallel and work.cfg <= 1:
         return "CFG parallel needs CFG above 1 (13b is guidance-distilled: --cfg 6; or --family hv15)"
-    if cfg_parallel and not work.cfg_batched:
-        return ("13B T2V runs its CFG branches one call at a time, so CFG parallel has no batched call to split "
-                "(HunyuanCustom and 1.5 batch them: --family hv15)")
     if mode is not None and world < 2:
         return "needs 2 or more ranks (torchrun --nproc_per_node N)"
     return ""

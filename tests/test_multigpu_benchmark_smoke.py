@@ -77,4 +77,4 @@ def test_one_process_measures_the_one_gpu_row_only():
     rows = _rows(done.stdout)
     assert _measured(rows["one GPU (rank 0 alone)"])["s"] > 0
     assert "needs 2 or more ranks" in " ".join(rows["Ulysses"])
-    assert "one call at a time" in " ".join(rows["Ulysses + CFG parallel"])
+    assert "needs 2 or more ranks" in " ".join(rows["Ulysses + CFG parallel"])  # 13B true CFG batches its branches
