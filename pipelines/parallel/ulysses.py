@@ -241,11 +241,24 @@ class SequenceParallel:
         return tuple(args)
 
     def _gather(self, module, args, output):
+        """The whole sequence back on every rank. Uneven shares (848x480 has 53 token columns) are padded to the
+        longest for one equal all-gather, then trimmed: gloo gathers equal sizes only, and diffusers'
+        `unshard_anything` hands it uneven ones."""
         from diffusers.hooks.context_parallel import EquipartitionSharder, PartitionAnythingSharder
 
-        if self.anything:
+        if not self.anything:
+            return EquipartitionSharder.unshard(output, 1, self.mesh)
+        if self._split is None:
             return PartitionAnythingSharder.unshard_anything(output, 1, self.mesh)
-        return EquipartitionSharder.unshard(output, 1, self.mesh)
+        sizes = [len(chunk) for chunk in torch.arange(self._split.total).tensor_split(self.world)]
+        longest = max(sizes)
+        if output.shape[1] != sizes[self.rank]:
+            raise RuntimeError(f"rank {self.rank} holds {output.shape[1]} output tokens, its share is {sizes[self.rank]}")
+        if longest == min(sizes):
+            return EquipartitionSharder.unshard(output, 1, self.mesh)
+        padding = output.new_zeros(output.shape[0], longest - output.shape[1], *output.shape[2:])
+        whole = EquipartitionSharder.unshard(torch.cat([output, padding], dim=1), 1, self.mesh)
+        return torch.cat([whole[:, rank * longest:rank * longest + size] for rank, size in enumerate(sizes)], dim=1)
 
     def remove(self) -> None:
         """Give the model its own forward back (the parallel config stays: diffusers cannot undo it)."""

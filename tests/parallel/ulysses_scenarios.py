@@ -64,13 +64,15 @@ def model15(meanflow: bool = False, sr: bool = False):
     return model
 
 
-def run13(model, batch: int = 1, valid: int = 7, negative_valid: int | None = None, steps: int = 3):
+def run13(model, batch: int = 1, valid: int = 7, negative_valid: int | None = None, steps: int = 3,
+          size: tuple[int, int, int] = (64, 48, 5)):
     """13B T2V: 64x48, 5 frames (24 video tokens), 3 steps; with `negative_valid`, real CFG with a negative prompt
     of another length (the rows of a batched call differ)."""
     from hunyuan_video_suite.pipelines.hunyuan_video_13b.t2v import T2VRequest, generate_t2v
 
     negative = _embeds13(negative_valid, seed=6) if negative_valid else None
-    request = T2VRequest(width=64, height=48, num_frames=5, steps=steps, seed=1, batch_size=batch,
+    width, height, frames = size
+    request = T2VRequest(width=width, height=height, num_frames=frames, steps=steps, seed=1, batch_size=batch,
                          true_cfg=2.0 if negative else 1.0)
     return generate_t2v(model, _embeds13(valid, seed=5), request, negative)
 
@@ -268,6 +270,8 @@ def run13_cfg_batch2(transformer, steps: int = 3):
 SCENARIOS = {
     "t2v13": (model13, lambda m: run13(m)),
     "t2v13_cfg_batch2": (model13, run13_cfg_batch2),
+    # 48x48, one frame: 9 video tokens, shared 5 and 4 (real sizes often split unevenly: 848x480 has 53 columns)
+    "t2v13_odd_tokens": (model13, lambda m: run13(m, size=(48, 48, 1))),
     "i2v_v1": (lambda: model_i2v("i2v_v1"), run_i2v),
     "i2v_v2": (lambda: model_i2v("i2v_v2"), run_i2v),
     "i2v_v2_one_frame": (lambda: model_i2v("i2v_v2"), lambda t: run_i2v(t, num_frames=1)),
