@@ -253,7 +253,8 @@ class SequenceParallel:
         sizes = [len(chunk) for chunk in torch.arange(self._split.total).tensor_split(self.world)]
         longest = max(sizes)
         if output.shape[1] != sizes[self.rank]:
-            raise RuntimeError(f"rank {self.rank} holds {output.shape[1]} output tokens, its share is {sizes[self.rank]}")
+            raise RuntimeError(f"rank {self.rank} holds {output.shape[1]} output tokens, its share is "
+                               f"{sizes[self.rank]}")
         if longest == min(sizes):
             return EquipartitionSharder.unshard(output, 1, self.mesh)
         padding = output.new_zeros(output.shape[0], longest - output.shape[1], *output.shape[2:])
