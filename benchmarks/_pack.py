@@ -21,6 +21,20 @@ def register_pack() -> None:
     sys.modules[PACK_NAME] = importlib.util.module_from_spec(spec)
 
 
+def cpu_benchmark_args(doc: str, argv=None):
+    """The CPU benchmarks' options, `--quick` and `--threads` (torch's CPU threads, set here)."""
+    import argparse
+
+    import torch
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
+
+
 def pipelines(name: str):
     """The pack's `pipelines.<name>` module."""
     register_pack()

@@ -16,7 +16,6 @@ LoRA to base matmul work is 2r(in+out)/(in*out) per layer, so at width 3072 it i
 
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import sys
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pack import cpu_benchmark_args  # noqa: E402
 from _pack import pipelines as _import  # noqa: E402
 
 RANK = 32
@@ -90,11 +90,7 @@ def lowrank_matmul_seconds(shapes, lora, repeats: int) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = cpu_benchmark_args(__doc__, argv)
     tiny = _import("demo.tiny")
     prompt_encoding = _import("hunyuan_video_13b.prompt_encoding")
     t2v = _import("hunyuan_video_13b.t2v")

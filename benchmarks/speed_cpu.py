@@ -13,7 +13,6 @@ skip counts are what the presets do on random weights, not on the real model (se
 
 from __future__ import annotations
 
-import argparse
 import copy
 import gc
 import statistics
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pack import cpu_benchmark_args  # noqa: E402
 from _pack import pipelines as _import  # noqa: E402
 
 
@@ -74,11 +74,7 @@ class PeakRSS:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = cpu_benchmark_args(__doc__, argv)
     from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
 
     tiny = _import("demo.tiny")

@@ -18,7 +18,6 @@ presets do on random weights, not on the real model (see RESULTS.md).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pack import cpu_benchmark_args  # noqa: E402
 from _pack import pipelines as _import  # noqa: E402
 from speed_cpu import PeakRSS, _skipped  # noqa: E402
 
@@ -66,11 +66,7 @@ def prompt_embeds(valid: int, seed: int, text_dim: int = TEXT_DIM, byt5_dim: int
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = cpu_benchmark_args(__doc__, argv)
     from diffusers import ClassifierFreeGuidance, FlowMatchEulerDiscreteScheduler, HunyuanVideo15Pipeline
 
     sampling = _import("hunyuan_video_15.sampling")
