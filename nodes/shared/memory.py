@@ -6,20 +6,18 @@ from dataclasses import replace
 
 from ...pipelines.memory.offload import MemoryOptions
 from ..types import TRANSFORMER
+from .transformer_option import TransformerOption
 
 OFFLOAD_CHOICES = ["auto", "off", "resident blocks"]
 
 
-class HYVSMemoryOptions:
+class HYVSMemoryOptions(TransformerOption):
     DESCRIPTION = (
         "How the transformer uses GPU memory. By default the planner keeps as many blocks on the GPU as the "
         "request leaves room for and streams the rest from CPU memory; here you can switch that off or fix the count."
     )
     CATEGORY = "HunyuanVideo Suite/loaders"
-    RETURN_TYPES = (TRANSFORMER,)
-    RETURN_NAMES = ("transformer",)
     OUTPUT_TOOLTIPS = ("The same transformer with these memory options attached (the weights are shared, not copied).",)
-    FUNCTION = "apply"
 
     @classmethod
     def INPUT_TYPES(cls):

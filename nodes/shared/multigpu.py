@@ -19,11 +19,12 @@ import torch
 from ...pipelines.parallel.choice import MAX_GPUS, MODES, ParallelChoice
 from .. import host
 from ..types import TRANSFORMER
+from .transformer_option import TransformerOption
 
 CATEGORY = "HunyuanVideo Suite/sampling"
 
 
-class HYVSMultiGPU:
+class HYVSMultiGPU(TransformerOption):
     DESCRIPTION = (
         "Samples one video on several GPUs of this machine (sequence parallel): each GPU gets a worker process that "
         "loads the transformer once and keeps it between queue items; the sampler's steps then split the video's "
@@ -31,10 +32,7 @@ class HYVSMultiGPU:
         "holds the whole model, and gpus 1 samples in ComfyUI's own process, as without the node."
     )
     CATEGORY = CATEGORY
-    RETURN_TYPES = (TRANSFORMER,)
-    RETURN_NAMES = ("transformer",)
     OUTPUT_TOOLTIPS = ("The same transformer, sampled on these GPUs.",)
-    FUNCTION = "apply"
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -6,21 +6,19 @@ import dataclasses
 
 from ..previews import FIRST_FRAME, PREVIEW_FRAMES
 from ..types import TRANSFORMER
+from .transformer_option import TransformerOption
 
 CATEGORY = "HunyuanVideo Suite/sampling"
 
 
-class HYVSPreviewOptions:
+class HYVSPreviewOptions(TransformerOption):
     DESCRIPTION = (
         "Chooses what the samplers' live previews show while they sample (previews use ComfyUI's preview method "
         "setting: none, auto, latent2rgb or taesd): the first frame, as core's samplers, or a strip of the first, "
         "middle and last frames side by side. Put it between the transformer loader and a HunyuanVideo Suite sampler."
     )
     CATEGORY = CATEGORY
-    RETURN_TYPES = (TRANSFORMER,)
-    RETURN_NAMES = ("transformer",)
     OUTPUT_TOOLTIPS = ("The same transformer, previewed this way.",)
-    FUNCTION = "apply"
 
     @classmethod
     def INPUT_TYPES(cls):

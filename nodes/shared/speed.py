@@ -9,6 +9,7 @@ from ...pipelines.speed.options import SpeedOptions
 from ...pipelines.speed.step_cache import CACHE_PRESETS, PRESET_TITLES, RECOMMENDED_PRESET
 from .. import host
 from ..types import TRANSFORMER
+from .transformer_option import TransformerOption
 
 CATEGORY = "HunyuanVideo Suite/sampling"
 
@@ -17,17 +18,14 @@ def _choices_tooltip(titles: dict) -> str:
     return " ".join(f"{name}: {title}." for name, title in titles.items())
 
 
-class HYVSSpeedOptions:
+class HYVSSpeedOptions(TransformerOption):
     DESCRIPTION = (
         "Makes sampling faster: mask-free attention with the fastest installed kernel, an optional step cache "
         "and torch.compile. Put it between the transformer loader and any HunyuanVideo Suite sampler; "
         "the sampler reports how many transformer calls the cache skipped."
     )
     CATEGORY = CATEGORY
-    RETURN_TYPES = (TRANSFORMER,)
-    RETURN_NAMES = ("transformer",)
     OUTPUT_TOOLTIPS = ("The same transformer, sampled with these options.",)
-    FUNCTION = "apply"
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -38,14 +38,14 @@ from .image_prompt import require_vision
 from .lora_keys import FAMILY
 from .prompt_encoding import TextEmbeds
 from .rope import check_riflex, riflex_rope
-from .t2v import SIZE_MULTIPLE, VAE_SPATIAL, VAE_TEMPORAL, check_sampling
+from .t2v import CFG_BATCHING  # noqa: F401 - HunyuanCustom's choices are T2V's (the Custom node lists them)
+from .t2v import SIZE_MULTIPLE, VAE_SPATIAL, VAE_TEMPORAL, check_cfg_batching, check_sampling
 from .vae_loading import vae_constants
 
 WHITE = 1.0
 CUSTOM_SIZES = ((1280, 720), (720, 1280), (896, 512), (512, 896))  # (width, height) the authors run
 CACHE_STEPS = 30
 CACHED_STEPS = frozenset({11, 12, 14, 15, 17, 18, 20, 21})
-CFG_BATCHING = ("auto", "batched", "sequential")
 # Activation memory of one guidance branch, in hidden-state widths per token (bf16): a rough
 # rule read off the authors' peak figures (80 GB at 720p, 60 GB at 512x896, both with batched CFG).
 BRANCH_ACTIVATION_WIDTHS = 28
@@ -193,8 +193,7 @@ class CustomRequest:
             raise ValueError(f"ip_cfg_scale must be 0 (off) or more, got {self.ip_cfg_scale}")
         if self.ip_cfg_scale > 0 and self.cfg <= 1.0:
             raise ValueError("ip_cfg_scale needs cfg above 1.0 (it adds a third branch to classifier-free guidance)")
-        if self.cfg_batching not in CFG_BATCHING:
-            raise ValueError(f"cfg_batching must be one of {', '.join(CFG_BATCHING)}; got {self.cfg_batching!r}")
+        check_cfg_batching(self.cfg_batching)
         check_riflex(self.riflex)
 
 

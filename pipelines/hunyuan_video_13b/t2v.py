@@ -23,7 +23,7 @@ VAE_TEMPORAL = 4
 VAE_SPATIAL = 8
 SIZE_MULTIPLE = 16
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
-CFG_BATCHING = ("auto", "batched", "sequential")  # = custom.CFG_BATCHING (a test keeps them equal)
+CFG_BATCHING = ("auto", "batched", "sequential")  # how the guidance branches run (T2V, I2V, Custom)
 
 
 def check_sampling(num_frames: int, steps: int, cfg: float, seed: int) -> None:

@@ -78,16 +78,17 @@ def check_degree(heads: int, degree: int, anything: bool = True) -> None:
 
 @dataclass
 class _Split:
-    """This call's split of the video tokens: global length, this rank's first token and count."""
+    """This call's split of the video tokens: global length, this rank's first token and count, every rank's count."""
 
     total: int
     start: int
     length: int
+    sizes: tuple[int, ...]
 
 
 def _split_of(total: int, world: int, rank: int) -> _Split:
-    sizes = [len(chunk) for chunk in torch.arange(total).tensor_split(world)]
-    return _Split(total, sum(sizes[:rank]), sizes[rank])
+    sizes = tuple(len(chunk) for chunk in torch.arange(total).tensor_split(world))
+    return _Split(total, sum(sizes[:rank]), sizes[rank], sizes)
 
 
 class SequenceParallel:
@@ -250,7 +251,7 @@ class SequenceParallel:
             return EquipartitionSharder.unshard(output, 1, self.mesh)
         if self._split is None:
             return PartitionAnythingSharder.unshard_anything(output, 1, self.mesh)
-        sizes = [len(chunk) for chunk in torch.arange(self._split.total).tensor_split(self.world)]
+        sizes = self._split.sizes
         longest = max(sizes)
         if output.shape[1] != sizes[self.rank]:
             raise RuntimeError(f"rank {self.rank} holds {output.shape[1]} output tokens, its share is "
